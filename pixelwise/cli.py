@@ -1,0 +1,40 @@
+"""The ``pixelwise`` command: a thin layer over the functions a Python user calls.
+
+Each subcommand lives in ``pixelwise/commands/<name>.py`` and defines ``register(subparsers)``,
+which adds its parser and sets ``func`` to a function ``run(args) -> int`` (the exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Subcommand modules, in the order ``pixelwise --help`` lists them.
+COMMAND_MODULES = (
+    "pixelwise.commands.models",
+    "pixelwise.commands.quickstart",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pixelwise", description="Semantic segmentation.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, KeyError) as error:
+        # Bad input from the user: a clear one-line message, not a traceback.
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"pixelwise {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
