@@ -1,0 +1,17 @@
+"""pixelwise: semantic segmentation, the classic family (FCN, U-Net, Hypercolumns, DeepLab)."""
+
+from pixelwise.checkpoint import load_model, read_config, save_model
+from pixelwise.models import MODELS, create_model, list_models
+from pixelwise.nn.convolutionalize import convolutionalize
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MODELS",
+    "convolutionalize",
+    "create_model",
+    "list_models",
+    "load_model",
+    "read_config",
+    "save_model",
+]

@@ -1,0 +1,88 @@
+"""The model registry: a plain dict from name to how to build it, and ``create_model``.
+
+Every model keeps one contract: in eval mode ``model(x)`` with ``x`` (N, in_channels, H, W) returns
+logits (N, num_classes, H, W) for every H, W >= 1 (U-Net with ``padding="valid"`` is the documented
+exception: its output is smaller than its input).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from torch import nn
+
+from pixelwise.models.fcn import FCN
+from pixelwise.models.hypercolumn import Hypercolumn
+from pixelwise.models.unet import UNet
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """How to build a model, and what ``pixelwise models`` says about it."""
+
+    builder: Callable[..., nn.Module]
+    paper: str
+    backbones: tuple[str, ...] = ()  # the first one is the default; empty for models with their own encoder
+
+
+FCN_PAPER = "Long, Shelhamer & Darrell, Fully Convolutional Networks for Semantic Segmentation, CVPR 2015"
+
+MODELS: dict[str, ModelEntry] = {
+    "fcn32s": ModelEntry(partial(FCN, output_stride=32), FCN_PAPER, ("vgg16",)),
+    "fcn16s": ModelEntry(partial(FCN, output_stride=16), FCN_PAPER, ("vgg16",)),
+    "fcn8s": ModelEntry(partial(FCN, output_stride=8), FCN_PAPER, ("vgg16",)),
+    "unet": ModelEntry(
+        UNet, "Ronneberger, Fischer & Brox, U-Net: Convolutional Networks for Biomedical Image Segmentation, "
+        "MICCAI 2015",
+    ),
+    "hypercolumn": ModelEntry(
+        Hypercolumn, "Hariharan, Arbeláez, Girshick & Malik, Hypercolumns for Object Segmentation and "
+        "Fine-grained Localization, CVPR 2015", ("vgg16",),
+    ),
+}
+
+
+def list_models() -> list[str]:
+    """Names of every registered model, sorted."""
+    return sorted(MODELS)
+
+
+def model_options(name: str) -> dict[str, Any]:
+    """The options ``create_model(name, ...)`` accepts, with their defaults."""
+    entry = _entry(name)
+    builder = entry.builder
+    fixed = builder.keywords if isinstance(builder, partial) else {}
+    target = builder.func if isinstance(builder, partial) else builder
+    return {
+        key: param.default
+        for key, param in inspect.signature(target).parameters.items()
+        if key not in fixed and key != "num_classes" and param.kind is param.POSITIONAL_OR_KEYWORD
+    }
+
+
+def create_model(name: str, num_classes: int = 21, **options: Any) -> nn.Module:
+    """Build a registered model with ``num_classes`` outputs; ``options`` are the model's own keywords.
+
+    The returned module carries ``pixelwise_config`` (name, num_classes, options), which
+    ``save_model`` writes next to the weights so ``load_model`` can rebuild it.
+    """
+    entry = _entry(name)
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    valid = model_options(name)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for model {name!r}; valid options: {sorted(valid)}")
+    model = entry.builder(num_classes=num_classes, **options)
+    model.pixelwise_config = {"name": name, "num_classes": num_classes, "options": dict(options)}
+    return model
+
+
+def _entry(name: str) -> ModelEntry:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
+    return MODELS[name]

@@ -1,0 +1,93 @@
+"""FCN-32s, FCN-16s and FCN-8s (Long, Shelhamer & Darrell, CVPR 2015) on a VGG16 backbone.
+
+VGG16's fully connected fc6/fc7 are convolutions here (see ``pixelwise.nn.convolutionalize``). The
+coarse class scores (stride 32) are upsampled and, for 16s and 8s, summed with scores predicted from
+pool4 (stride 16) and pool3 (stride 8): deep layers say *what*, shallow layers say *where*.
+
+Alignment. As in the paper, conv1_1 is padded by 100 pixels so that the 7x7 fc6 fits any input, and
+every upsampled map is cropped to line up with the map it joins. Each map's pixel ``j`` is centred
+on input coordinate ``offset + stride * j``:
+
+=============  ======  =======
+map            stride  offset
+=============  ======  =======
+pool3          8       -95.5
+pool4          16      -91.5
+score_fr       32      12.5
+x2 of score    16      4.5      -> crop pool4 scores at (4.5 + 91.5) / 16 = 6
+x2 again       8       0.5      -> crop pool3 scores at (0.5 + 95.5) / 8 = 12
+final          1       -3       -> crop the output at 3
+=============  ======  =======
+
+These offsets hold for every input size and every ``upsampling`` mode, because all of our upsamplers
+put output pixel ``i`` at ``(i + 0.5) / f - 0.5`` (the paper's are Caffe deconvolutions that keep a
+``f / 2`` border, which is why its crop offsets read 5, 9 and 31 instead).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pixelwise.backbones.vgg import VGG16
+from pixelwise.nn.skip import crop_at
+from pixelwise.nn.upsample import Upsample, UpsamplingMode
+
+# Crop offsets derived in the module docstring.
+POOL4_OFFSET, POOL3_OFFSET, OUTPUT_OFFSET = 6, 12, 3
+
+
+class FCN(nn.Module):
+    """Fully convolutional VGG16: (N, in_channels, H, W) -> logits (N, num_classes, H, W).
+
+    ``output_stride`` 32, 16 or 8 gives FCN-32s, -16s or -8s. The skip score layers start at zero,
+    as in the paper, so a net fine-tuned from the coarser variant starts where that one ended.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 21,
+        output_stride: int = 8,
+        in_channels: int = 3,
+        upsampling: UpsamplingMode = "transposed",
+        dropout: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if output_stride not in (8, 16, 32):
+            raise ValueError(f"output_stride must be 8, 16 or 32 for FCN, got {output_stride}")
+        self.output_stride = output_stride
+        self.backbone = VGG16(in_channels, first_padding=100, ceil_mode=True)
+        self.classifier = nn.Sequential(
+            nn.Conv2d(512, 4096, 7),  # fc6
+            nn.ReLU(inplace=True),
+            nn.Dropout2d(dropout),
+            nn.Conv2d(4096, 4096, 1),  # fc7
+            nn.ReLU(inplace=True),
+            nn.Dropout2d(dropout),
+            nn.Conv2d(4096, num_classes, 1),  # score_fr
+        )
+        if output_stride <= 16:
+            self.score_pool4 = _zero_conv1x1(512, num_classes)
+            self.upscore2 = Upsample(num_classes, num_classes, 2, upsampling, bias=False)
+        if output_stride == 8:
+            self.score_pool3 = _zero_conv1x1(256, num_classes)
+            self.upscore_pool4 = Upsample(num_classes, num_classes, 2, upsampling, bias=False)
+        self.upscore_final = Upsample(num_classes, num_classes, output_stride, upsampling, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, _, pool3, pool4, pool5 = self.backbone(x)
+        score = self.classifier(pool5)
+        if self.output_stride <= 16:
+            score = self.upscore2(score)
+            score = score + crop_at(self.score_pool4(pool4), POOL4_OFFSET, score.shape[-2:])
+        if self.output_stride == 8:
+            score = self.upscore_pool4(score)
+            score = score + crop_at(self.score_pool3(pool3), POOL3_OFFSET, score.shape[-2:])
+        return crop_at(self.upscore_final(score), OUTPUT_OFFSET, x.shape[-2:])
+
+
+def _zero_conv1x1(in_channels: int, out_channels: int) -> nn.Conv2d:
+    conv = nn.Conv2d(in_channels, out_channels, 1)
+    nn.init.zeros_(conv.weight)
+    nn.init.zeros_(conv.bias)
+    return conv
