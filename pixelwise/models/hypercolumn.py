@@ -106,7 +106,9 @@ class Hypercolumn(nn.Module):
             for box in image_boxes:
                 x1, y1, x2, y2 = box.tolist()
                 if not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height):
-                    raise ValueError(f"box {box.tolist()} of image {index} is empty or outside the {width}x{height} image")
+                    raise ValueError(
+                        f"box {box.tolist()} of image {index} is empty or outside the {width}x{height} image"
+                    )
                 size = (math.ceil(y2 - y1), math.ceil(x2 - x1))
                 roi = torch.cat([box.new_tensor([index]), box])[None]
                 per_image.append(self.box_logits(scores, roi, size)[0])
