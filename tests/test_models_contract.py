@@ -1,0 +1,77 @@
+"""The model contract: logits (N, num_classes, H, W) at the input's size for any H, W >= 1."""
+
+import pytest
+import torch
+
+import pixelwise
+from pixelwise.models import MODELS, model_options
+
+SIZES = [(1, 1), (2, 3), (13, 17), (31, 47), (97, 101)]
+
+
+def build(name: str, num_classes: int = 3, **options) -> torch.nn.Module:
+    torch.manual_seed(0)
+    if "in_channels" in model_options(name):
+        options.setdefault("in_channels", 3)
+    return pixelwise.create_model(name, num_classes, **options)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_eval_shapes_for_odd_prime_and_tiny_sizes(name):
+    model = build(name).eval()
+    with torch.inference_mode():
+        for size in SIZES:
+            logits = model(torch.randn(2, 3, *size))
+            assert logits.shape == (2, 3, *size), (name, size)
+            assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_eval_shape_at_513(name):
+    model = build(name).eval()
+    with torch.inference_mode():
+        assert model(torch.randn(1, 3, 513, 513)).shape == (1, 3, 513, 513)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_train_mode_shapes_and_gradient_reaches_every_parameter(name):
+    model = build(name).train()
+    x = torch.randn(2, 3, 31, 47)
+    logits = model(x)
+    assert logits.shape == (2, 3, 31, 47)
+    # A random weighting so that no parameter's gradient cancels by symmetry.
+    (logits * torch.randn_like(logits)).sum().backward()
+    starved = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not starved, f"{name}: no gradient reaches {starved}"
+
+
+def test_grayscale_input():
+    model = build("unet", 2, in_channels=1, base_channels=8, depth=3).eval()
+    with torch.inference_mode():
+        assert model(torch.randn(1, 1, 45, 39)).shape == (1, 2, 45, 39)
+
+
+@pytest.mark.parametrize("upsampling", ["transposed", "bilinear", "nearest"])
+@pytest.mark.parametrize("name", ["fcn32s", "fcn16s", "fcn8s"])
+def test_fcn_every_upsampling_mode_keeps_the_contract(name, upsampling):
+    model = build(name, upsampling=upsampling).eval()
+    with torch.inference_mode():
+        for size in [(1, 1), (33, 35), (64, 80)]:
+            assert model(torch.randn(1, 3, *size)).shape == (1, 3, *size)
+
+
+@pytest.mark.parametrize("upsampling", ["transposed", "bilinear", "nearest"])
+def test_unet_every_upsampling_mode_keeps_the_contract(upsampling):
+    model = build("unet", base_channels=8, upsampling=upsampling, batch_norm=True).eval()
+    with torch.inference_mode():
+        for size in SIZES:
+            assert model(torch.randn(1, 3, *size)).shape == (1, 3, *size)
+
+
+def test_unknown_model_and_option_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown model 'fcn9s'.*fcn8s"):
+        pixelwise.create_model("fcn9s")
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['colour'\] for model 'unet'"):
+        pixelwise.create_model("unet", colour=3)
+    with pytest.raises(ValueError, match="output_stride must be 8, 16 or 32"):
+        pixelwise.models.fcn.FCN(output_stride=4)
