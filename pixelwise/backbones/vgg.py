@@ -54,3 +54,57 @@ class VGG16(nn.Module):
             if isinstance(layer, nn.MaxPool2d):
                 pooled.append(x)
         return pooled
+
+
+class VGG16LargeFOV(nn.Module):
+    """DeepLab-LargeFOV's VGG16 (Chen et al., ICLR 2015): (N, C, H, W) -> pool1 ... pool5 and fc7.
+
+    The five poolings are 3x3 with stride 2 and padding 1 (DeepLab's), and those past
+    ``output_stride`` get stride 1, with every later 3x3 convolution dilated by the stride given up:
+    at output stride 8, pool4 and pool5 have stride 1 and conv5 dilation 2. fc6 is a 3x3 convolution
+    with 1024 channels and dilation 12 (at output stride 8; ``12 * 8 / output_stride`` otherwise,
+    the same field of view), fc7 a 1x1 convolution with 1024 channels; ``classifier.0`` and
+    ``classifier.3`` are named like torchvision's fc6 and fc7, whose ImageNet weights DeepLab subsampled.
+
+    ``channels`` (64, 128, 256, 512, 512, 1024) at ``strides`` (2, 4, 8, 16, 32, 32) capped at
+    ``output_stride``; each map has ``ceil(H / stride)`` pixels.
+    """
+
+    channels = (64, 128, 256, 512, 512, 1024)
+
+    def __init__(self, in_channels: int = 3, output_stride: int = 8, dropout: float = 0.5) -> None:
+        super().__init__()
+        if output_stride not in (8, 16, 32):
+            raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+        self.features = vgg16_layers(in_channels)
+        stride, rate = 1, 1
+        for index, layer in enumerate(self.features):
+            if isinstance(layer, nn.MaxPool2d):
+                if stride * 2 > output_stride:
+                    rate *= 2
+                    self.features[index] = nn.MaxPool2d(3, stride=1, padding=1)
+                else:
+                    stride *= 2
+                    self.features[index] = nn.MaxPool2d(3, stride=2, padding=1)
+            elif isinstance(layer, nn.Conv2d) and rate > 1:
+                layer.dilation, layer.padding = (rate, rate), (rate, rate)
+        fc6_rate = 12 * 8 // output_stride
+        self.classifier = nn.Sequential(
+            nn.Conv2d(512, 1024, 3, padding=fc6_rate, dilation=fc6_rate),  # fc6
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Conv2d(1024, 1024, 1),  # fc7
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+        )
+        self.strides = tuple(min(s, output_stride) for s in (2, 4, 8, 16, 32, 32))
+        self.output_stride = output_stride
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features = []
+        for layer in self.features:
+            x = layer(x)
+            if isinstance(layer, nn.MaxPool2d):
+                features.append(x)
+        features.append(self.classifier(x))
+        return features

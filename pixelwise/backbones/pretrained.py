@@ -1,0 +1,129 @@
+"""ImageNet weights for the backbones, from torchvision's weights API or from a local file.
+
+``pretrained=True`` reads torchvision's cache (``$TORCH_HOME/hub/checkpoints``) first and downloads
+only when the file is not there; offline and without the file it raises an error saying where to
+put it. ``pretrained="path/to/file.pth"`` (or ``.safetensors``) reads a local file, never pickled
+objects (``torch.load(weights_only=True)``). The file may hold torchvision's whole classification
+network (its classifier is dropped, or for VGG16 subsampled into DeepLab-LargeFOV's fc6/fc7) or
+just the backbone's own state dict.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+from torchvision.models import (
+    MobileNet_V2_Weights,
+    MobileNet_V3_Large_Weights,
+    ResNet50_Weights,
+    ResNet101_Weights,
+    VGG16_Weights,
+)
+from torchvision.models._api import WeightsEnum
+
+# The ImageNet checkpoints torchvision's own segmentation models start from.
+IMAGENET_WEIGHTS: dict[str, WeightsEnum] = {
+    "vgg16": VGG16_Weights.IMAGENET1K_V1,
+    "resnet50": ResNet50_Weights.IMAGENET1K_V1,
+    "resnet101": ResNet101_Weights.IMAGENET1K_V1,
+    "mobilenet_v2": MobileNet_V2_Weights.IMAGENET1K_V1,
+    "mobilenet_v3_large": MobileNet_V3_Large_Weights.IMAGENET1K_V1,
+}
+
+
+def cache_path(url: str) -> Path:
+    """Where ``torch.hub`` keeps the file downloaded from ``url``: ``$TORCH_HOME/hub/checkpoints/<name>``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A state dict from a ``.safetensors`` file or a ``torch.save`` file (read with ``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such weights file")
+    try:
+        if path.suffix == ".safetensors":
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch.load and safetensors raise many types for garbled files
+        raise ValueError(f"{path}: cannot be read as a state dict ({error})") from error
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: expected a state dict (a mapping from names to tensors)")
+    return state
+
+
+def download_state_dict(weights: WeightsEnum, hint: str) -> dict[str, torch.Tensor]:
+    """torchvision's checkpoint for ``weights``: from the cache, else downloaded (hash checked).
+
+    ``hint`` completes the error raised when neither works (e.g. which local-file option to use instead).
+    """
+    cached = cache_path(weights.url)
+    if cached.is_file():
+        return read_state_dict(cached)
+    try:
+        return torch.hub.load_state_dict_from_url(
+            weights.url, map_location="cpu", progress=False, check_hash=True, weights_only=True
+        )
+    except Exception as error:  # URLError, socket errors, HTTP errors: all mean "not reachable"
+        raise FileNotFoundError(
+            f"cannot download {weights.url} ({error}). Offline, put that file at {cached} "
+            f"(torchvision's cache; set TORCH_HOME to move it) or {hint}"
+        ) from error
+
+
+def load_backbone_weights(backbone: nn.Module, name: str, source: bool | str | os.PathLike) -> None:
+    """Load ImageNet weights into ``backbone`` (built under the name ``name``) in place.
+
+    ``source`` is True (torchvision's weights) or a path. A first convolution with other than 3 input
+    channels gets the RGB filters summed and spread evenly over its channels (for grayscale: their sum).
+    Raises ValueError naming the source when the tensors do not match the backbone.
+    """
+    if source is True:
+        if name not in IMAGENET_WEIGHTS:
+            raise ValueError(
+                f"torchvision has no ImageNet weights for {name!r}; pass pretrained_backbone='path/to/file.pth' "
+                "with a state dict in pixelwise's parameter names"
+            )
+        state = download_state_dict(IMAGENET_WEIGHTS[name], "pass pretrained_backbone='path/to/file.pth'")
+        origin = IMAGENET_WEIGHTS[name].url
+    else:
+        state = read_state_dict(source)
+        origin = str(source)
+    expected = backbone.state_dict()
+    state = _from_classification_net(state, expected)
+    first_conv = next(n for n, m in backbone.named_modules() if isinstance(m, nn.Conv2d)) + ".weight"
+    if first_conv in state and state[first_conv].shape[1] != expected[first_conv].shape[1]:
+        channels = expected[first_conv].shape[1]
+        state[first_conv] = state[first_conv].sum(1, keepdim=True).expand(-1, channels, -1, -1) / channels
+    missing = sorted(set(expected) - set(state))
+    mismatched = [
+        f"{key}: file {tuple(state[key].shape)} vs backbone {tuple(value.shape)}"
+        for key, value in expected.items()
+        if key in state and state[key].shape != value.shape
+    ]
+    if missing or mismatched:
+        raise ValueError(
+            f"{origin} does not fit the {name} backbone: missing {missing[:5]}, shape mismatch {mismatched[:5]}"
+        )
+    backbone.load_state_dict({key: state[key] for key in expected})
+
+
+def _from_classification_net(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> dict:
+    """Drop an ImageNet classifier the backbone lacks; turn VGG16's fc6/fc7 into DeepLab-LargeFOV's.
+
+    DeepLab (Chen et al. 2015, section 4.1) subsamples fc6 from 4096 x 512 x 7 x 7 to 1024 x 512 x 3 x 3
+    (every 4th filter, every 3rd tap) and fc7 from 4096 x 4096 to 1024 x 1024.
+    """
+    state = dict(state)
+    if "classifier.0.weight" in expected and state.get("classifier.0.weight", torch.empty(0)).dim() == 2:
+        fc6, fc7 = state["classifier.0.weight"], state["classifier.3.weight"]
+        state["classifier.0.weight"] = fc6.view(fc6.shape[0], 512, 7, 7)[::4, :, ::3, ::3].contiguous()
+        state["classifier.0.bias"] = state["classifier.0.bias"][::4].clone()
+        state["classifier.3.weight"] = fc7[::4, ::4, None, None].contiguous()
+        state["classifier.3.bias"] = state["classifier.3.bias"][::4].clone()
+    return {key: value for key, value in state.items() if key in expected}

@@ -1,0 +1,82 @@
+"""ResNet-50 and ResNet-101 (He et al. 2016) as atrous feature extractors, as in DeepLab v2 and v3.
+
+The layers are torchvision's own (``conv1``, ``bn1``, ``layer1`` ... ``layer4``, same names), so its
+ImageNet weights load unchanged. Past ``output_stride`` a stage keeps its resolution: its stride-2
+convolution becomes stride 1 and every later 3x3 convolution is dilated by the stride it gave up
+(the first block of a dilated stage keeps the previous rate, as DeepLab's and torchvision's do).
+
+Multi-grid (DeepLabv3, section 3.2): the three units of the last stage get rates
+``base_rate * (1, 2, 4)`` instead of ``base_rate`` each, where ``base_rate`` is the dilation the
+output stride gives that stage (2 at output stride 16).
+
+Every strided layer pads by ``(kernel - 1) // 2``, so a stride-``s`` map has ``ceil(H / s)`` pixels
+for every H >= 1, a 1x1 input included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torchvision.models import resnet50, resnet101
+
+from pixelwise.nn.conv import same_padding
+
+RESNETS = {"resnet50": resnet50, "resnet101": resnet101}
+STAGES = ("layer1", "layer2", "layer3", "layer4")
+STAGE_STRIDES = (4, 8, 16, 32)
+STAGE_CHANNELS = (256, 512, 1024, 2048)
+MULTI_GRID = (1, 2, 4)
+
+
+class ResNet(nn.Module):
+    """(N, in_channels, H, W) -> [layer1, layer2, layer3, layer4] maps.
+
+    ``channels`` = (256, 512, 1024, 2048); ``strides`` = (4, 8, 16, 32) capped at ``output_stride``.
+    ``multi_grid`` = (1, 2, 4) (or any rates, one per unit of ``layer4``) sets the last stage's unit rates.
+    """
+
+    channels = STAGE_CHANNELS
+
+    def __init__(
+        self,
+        depth: str = "resnet50",
+        in_channels: int = 3,
+        output_stride: int = 32,
+        multi_grid: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        if depth not in RESNETS:
+            raise ValueError(f"unknown ResNet {depth!r}; choose from {sorted(RESNETS)}")
+        if output_stride not in (8, 16, 32):
+            raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+        # torchvision dilates layer2/3/4 by a flag each; stages past the output stride are dilated.
+        dilate = [stride > output_stride for stride in STAGE_STRIDES[1:]]
+        net = RESNETS[depth](weights=None, replace_stride_with_dilation=dilate)
+        if in_channels != 3:
+            net.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
+        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
+        for name in STAGES:
+            setattr(self, name, getattr(net, name))
+        if multi_grid is not None:
+            self._set_unit_rates(output_stride, multi_grid)
+        self.strides = tuple(min(stride, output_stride) for stride in STAGE_STRIDES)
+        self.output_stride = output_stride
+
+    def _set_unit_rates(self, output_stride: int, multi_grid: Sequence[int]) -> None:
+        units = list(self.layer4)
+        if len(multi_grid) != len(units):
+            raise ValueError(f"multi_grid needs one rate per unit of the last stage ({len(units)}), got {multi_grid}")
+        base_rate = 32 // output_stride
+        for unit, rate in zip(units, multi_grid, strict=True):
+            unit.conv2.dilation = (base_rate * rate,) * 2
+            unit.conv2.padding = (same_padding(3, base_rate * rate),) * 2
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        features = []
+        for name in STAGES:
+            x = getattr(self, name)(x)
+            features.append(x)
+        return features
