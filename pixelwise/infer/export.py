@@ -1,0 +1,141 @@
+"""Export a model to ONNX or TorchScript with dynamic batch, height and width.
+
+Both exporters trace one forward pass. Python arithmetic on sizes (``math.ceil(h / 4)``) is frozen
+into the trace as a constant, which would silently give wrong results at other sizes, so every export
+is checked: the exported program is run at a second, different size and compared with the model.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from pixelwise.fileio import atomic_write
+from pixelwise.infer.overlap_tile import valid_padding_depth
+from pixelwise.models.unet import valid_input_size
+
+FORMATS = ("onnx", "torchscript")
+ONNX_OPSET = 17
+# Largest |logit| difference an export may show against eager PyTorch (float32 reordering only).
+TOLERANCE = 1e-3
+
+
+class ExportError(RuntimeError):
+    """The model cannot be exported with dynamic sizes; the message says why."""
+
+
+def check_sizes(model: nn.Module) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Two different (H, W) input sizes the model accepts: one to trace, one to check the export at."""
+    depth = valid_padding_depth(model)
+    if depth is not None:
+        side = valid_input_size(2**depth, depth)
+        return (side, side), (side + 2**depth, side + 2 * 2**depth)
+    return (64, 64), (77, 93)
+
+
+def export_onnx(model: nn.Module, path: str | os.PathLike | None = None, *, check: bool = True) -> bytes:
+    """The ONNX program of ``model`` (input "image" (N, C, H, W) -> "logits"), written to ``path`` if given.
+
+    Raises ExportError when export fails or the program disagrees with the model at a second size.
+    """
+    model = model.eval()
+    trace_size, check_size = check_sizes(model)
+    example = torch.randn(1, in_channels(model), *trace_size)
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings: the check below is the real test
+            torch.onnx.export(
+                model, (example,), buffer, dynamo=False, opset_version=ONNX_OPSET,
+                input_names=["image"], output_names=["logits"],
+                dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
+                              "logits": {0: "batch", 2: "height", 3: "width"}},
+            )
+    except Exception as error:  # the exporter raises many types; all mean "this model does not export"
+        raise ExportError(f"ONNX export of {model_name(model)} failed: {error}") from error
+    program = buffer.getvalue()
+    if check:
+        session = onnx_session(program)
+        check_export(model, lambda x: torch.from_numpy(session.run(None, {"image": as_numpy(x)})[0]), check_size)
+    if path is not None:
+        with atomic_write(path) as handle:
+            handle.write(program)
+    return program
+
+
+def export_torchscript(model: nn.Module, path: str | os.PathLike | None = None, *, check: bool = True):
+    """The traced TorchScript module of ``model``, saved to ``path`` if given (load with torch.jit.load)."""
+    model = model.eval()
+    trace_size, check_size = check_sizes(model)
+    example = torch.randn(1, in_channels(model), *trace_size)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(model, example, check_trace=False)
+    except Exception as error:
+        raise ExportError(f"TorchScript trace of {model_name(model)} failed: {error}") from error
+    if check:
+        check_export(model, traced, check_size)
+    if path is not None:
+        with atomic_write(path) as handle:
+            torch.jit.save(traced, handle)
+    return traced
+
+
+def check_export(model: nn.Module, exported: Callable[[torch.Tensor], torch.Tensor], size: tuple[int, int]) -> None:
+    """Raise ExportError unless ``exported`` matches ``model`` on a random (2, C, *size) batch."""
+    x = torch.randn(2, in_channels(model), *size)
+    with torch.no_grad():
+        expected = model(x)
+        try:
+            actual = exported(x)
+        except Exception as error:
+            raise ExportError(f"exported {model_name(model)} fails at size {size}: {error}") from error
+    if actual.shape != expected.shape:
+        raise ExportError(
+            f"exported {model_name(model)} gives shape {tuple(actual.shape)} instead of {tuple(expected.shape)} "
+            f"at size {size}: its forward computes sizes in Python, which tracing freezes"
+        )
+    difference = (actual - expected).abs().max().item()
+    if not difference <= TOLERANCE:
+        raise ExportError(
+            f"exported {model_name(model)} differs from the model by {difference:.3g} at size {size}: "
+            "its forward computes sizes in Python, which tracing freezes"
+        )
+
+
+def onnx_session(program: bytes | str | os.PathLike, threads: int | None = None):
+    """An onnxruntime CPU InferenceSession for an ONNX program (bytes or a file path)."""
+    try:
+        import onnxruntime
+    except ImportError as error:
+        raise ImportError("the onnxruntime backend needs the onnxruntime package: pip install onnxruntime") from error
+    options = onnxruntime.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    program = os.fspath(program) if isinstance(program, os.PathLike) else program
+    return onnxruntime.InferenceSession(program, options, providers=["CPUExecutionProvider"])
+
+
+def in_channels(model: nn.Module) -> int:
+    """Input channels of a model: its first convolution's."""
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is None:
+        raise ValueError(f"{model_name(model)} has no Conv2d to read its input channels from")
+    return first.in_channels
+
+
+def model_name(model: nn.Module) -> str:
+    config = getattr(model, "pixelwise_config", None)
+    return repr(config["name"]) if config else type(model).__name__
+
+
+def as_numpy(x: torch.Tensor) -> np.ndarray:
+    """A contiguous float32 numpy view of a CPU tensor, as onnxruntime wants its inputs."""
+    return np.ascontiguousarray(x.detach().float().cpu().numpy())
