@@ -14,6 +14,7 @@ import sys
 COMMAND_MODULES = (
     "pixelwise.commands.models",
     "pixelwise.commands.quickstart",
+    "pixelwise.commands.export",
 )
 
 
