@@ -14,6 +14,8 @@ import sys
 COMMAND_MODULES = (
     "pixelwise.commands.models",
     "pixelwise.commands.quickstart",
+    "pixelwise.commands.train",
+    "pixelwise.commands.eval",
     "pixelwise.commands.export",
 )
 

@@ -1,0 +1,48 @@
+"""``pixelwise train``: train a YAML recipe into a run directory, or resume one."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from pixelwise.checkpoint import read_config
+from pixelwise.train.config import load_config
+from pixelwise.train.evaluate import format_table
+from pixelwise.train.trainer import CONFIG_YAML, train
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("train", help="train a model from a YAML recipe (see configs/)")
+    parser.add_argument("--config", type=Path, help="the YAML recipe")
+    parser.add_argument("--out", type=Path, help="run directory (default runs/<config name>-<time>)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, dotted for nested keys (e.g. train.steps=100); repeatable")
+    parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                        help="continue RUN_DIR from its latest checkpoint, with the config it was started with")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.resume is not None:
+        if args.config is not None or args.overrides or args.out is not None:
+            raise ValueError("--resume continues a run exactly as configured: drop --config, --set and --out")
+        config = load_config(args.resume / CONFIG_YAML)
+        run_dir = args.resume
+    else:
+        if args.config is None:
+            raise ValueError("--config FILE (or --resume RUN_DIR) is required")
+        config = load_config(args.config, args.overrides)
+        run_dir = args.out or Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if (run_dir / CONFIG_YAML).exists():
+            raise ValueError(f"{run_dir} already holds a run; pick another --out or --resume it")
+    print(f"run directory: {run_dir}")
+    result = train(config, run_dir, resume=args.resume is not None)
+    if result.scores:
+        print(format_table(result.scores, config_class_names(run_dir, len(result.scores["iou"]))))
+    print(f"best validation mIoU {result.best_miou:.4f}; weights in {run_dir} (best in {run_dir / 'best'})")
+    return 0
+
+
+def config_class_names(run_dir: Path, num_classes: int) -> list[str]:
+    return read_config(run_dir).get("class_names") or [str(index) for index in range(num_classes)]

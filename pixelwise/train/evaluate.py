@@ -1,0 +1,111 @@
+"""Evaluation over a whole split: one confusion matrix, the standard scores, a per-class table.
+
+``refine`` is the hook for post-processing the logits before the argmax (the dense CRF plugs in here):
+a function ``refine(images, logits) -> logits`` with images (N, C, H, W) normalised as the model saw
+them and logits (N, K, H, W).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from pixelwise.checkpoint import load_model
+from pixelwise.data import build_dataset
+from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
+from pixelwise.metrics import ConfusionMatrix
+from pixelwise.train.distributed import reduce_confusion
+from pixelwise.train.losses import crop_target_to
+from pixelwise.train.runtime import autocast, resolve_device, resolve_root
+
+Refiner = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, images: torch.Tensor, precision: str = "fp32", channels_last: bool = False,
+            refine: Refiner | None = None) -> torch.Tensor:
+    """Labels (N, h, w) int64 for normalised images (N, C, H, W) already on the model's device."""
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    with autocast(images.device, precision):
+        logits = model(images)
+    logits = logits.float()
+    if refine is not None:
+        logits = refine(images, logits)
+    return logits.argmax(1)
+
+
+def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, ignore_index: int = 255,
+             precision: str = "fp32", channels_last: bool = False, refine: Refiner | None = None,
+             ) -> ConfusionMatrix:
+    """Accumulate the confusion matrix of ``model`` over every (image, mask) batch of ``loader``.
+
+    The model is put in eval mode; its device is taken from its parameters. A model whose output is
+    smaller than its input (valid padding) is scored on the centre of the mask it covers.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    confusion = ConfusionMatrix(num_classes, ignore_index)
+    for images, masks in loader:
+        labels = predict(model, images.to(device), precision, channels_last, refine)
+        confusion.update(labels, crop_target_to(labels, masks.to(device)))
+    return reduce_confusion(confusion)
+
+
+def format_table(scores: dict, class_names: Sequence[str]) -> str:
+    """A text table: one row per class (IoU, accuracy, Dice), then the means and the pixel accuracy."""
+    width = max(len("mean"), *(len(name) for name in class_names))
+    lines = [f"{'class':<{width}}  {'IoU':>7}  {'acc':>7}  {'Dice':>7}"]
+    for index, name in enumerate(class_names):
+        row = (scores["iou"][index], scores["class_accuracy"][index], scores["dice"][index])
+        lines.append(f"{name:<{width}}  " + "  ".join(_percent(value) for value in row))
+    lines.append(f"{'mean':<{width}}  " + "  ".join(
+        _percent(scores[key]) for key in ("miou", "mean_accuracy", "mdice")))
+    lines.append(f"pixel accuracy {_percent(scores['pixel_accuracy']).strip()}   "
+                 f"frequency-weighted IoU {_percent(scores['fwiou']).strip()}")
+    return "\n".join(lines)
+
+
+def _percent(value: float) -> str:
+    return f"{'-':>7}" if math.isnan(value) else f"{100 * value:7.2f}"
+
+
+def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | None = None, split: str | None = None,
+                        batch_size: int = 1, device: str = "auto", refine: Refiner | None = None,
+                        ) -> tuple[dict, list[str]]:
+    """Scores of a saved model (a run directory, or its ``best/``) over a whole split, and the class names.
+
+    ``data`` is ``"NAME:ROOT"`` (``"synthetic"`` takes no root); None uses the data set the run trained on.
+    ``split`` defaults to the run's validation split. Normalisation comes from the checkpoint's metadata;
+    the data set options are the run's when it is the same data set.
+    """
+    model = load_model(checkpoint, map_location=resolve_device(device))
+    config = model.pixelwise_config
+    metadata = config.get("metadata", {})
+    trained_on = metadata.get("train_config", {}).get("data", {})
+    if data is None:
+        if not trained_on:
+            raise ValueError(f"{checkpoint}: the checkpoint does not name its data set; pass --data NAME:ROOT")
+        name, root = trained_on["name"], resolve_root(trained_on.get("root"))
+    else:
+        name, _, root = data.partition(":")
+        root = resolve_root(root or None)
+    options = {**trained_on.get("options", {}), **trained_on.get("val_options", {})} \
+        if trained_on.get("name") == name else {}
+    split = split or trained_on.get("val_split", "val")
+    transform = build_transforms(False, mean=metadata.get("mean", IMAGENET_MEAN), std=metadata.get("std", IMAGENET_STD))
+    dataset = build_dataset(name, root, split, transform, **options)
+    if dataset.num_classes != config["num_classes"]:
+        raise ValueError(f"{checkpoint}: the model predicts {config['num_classes']} classes but data set "
+                         f"{name!r} has {dataset.num_classes}")
+    precision = metadata.get("train_config", {}).get("train", {}).get("precision", "fp32")
+    loader = DataLoader(dataset, batch_size=batch_size)
+    confusion = evaluate(model, loader, dataset.num_classes, dataset.ignore_index,
+                         precision if precision != "fp16" or torch.cuda.is_available() else "fp32", refine=refine)
+    class_names = config.get("class_names") or list(dataset.class_names)
+    return confusion.compute(), class_names

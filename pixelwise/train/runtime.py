@@ -1,0 +1,57 @@
+"""Device, precision and reproducibility settings shared by training and evaluation."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> cuda when available, else cpu; anything else as torch spells it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Mixed-precision autocast for ``precision`` ("fp32" disables it).
+
+    bf16 has fp32's exponent range, so it needs no loss scaling and runs on CPU and CUDA; fp16 is
+    CUDA-only here and pairs with a GradScaler.
+    """
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("precision fp16 needs a CUDA device; use bf16 on CPU")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def make_reproducible(seed: int, deterministic: bool) -> None:
+    """Seed torch; with ``deterministic``, also forbid non-deterministic kernels (slower on CUDA)."""
+    torch.manual_seed(seed)
+    if deterministic:
+        # cuBLAS needs a fixed workspace to be deterministic; must be set before the first CUDA matmul.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
+
+
+def resolve_root(root: str | None) -> str | None:
+    """A data root with ``$VARS`` expanded; a relative path is tried from the current directory, then the repo."""
+    if root is None:
+        return None
+    path = Path(os.path.expandvars(root)).expanduser()
+    if path.is_absolute() or path.exists() or not (REPO_ROOT / path).exists():
+        return str(path)
+    return str(REPO_ROOT / path)

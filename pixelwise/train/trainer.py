@@ -1,0 +1,305 @@
+"""The training loop: config in, run directory out.
+
+A run directory holds::
+
+    config.yaml            the full training config (``--resume`` reads it back)
+    model.safetensors      latest weights  } loadable with pixelwise.load_model(run_dir)
+    config.json            and their config }
+    best/                  the same pair for the best validation mIoU so far
+    state/                 the trainer state for an exact resume (see pixelwise.train.state)
+    metrics.jsonl          one JSON row per log (step, loss, lr, images_per_s) or evaluation (step, miou, ...)
+    *.png                  loss and mIoU curves, per-class IoU, validation overlays (written at the end)
+
+Exact resume: the sample order and each sample's augmentation are pure functions of the seed and the
+stream position (``pixelwise.train.sampling``), the learning rate a pure function of the step, and the
+checkpoint holds the weights, optimizer, scheduler, grad scaler and torch RNG states of one step. In
+deterministic mode on CPU a run killed at any moment and resumed ends with bit-identical weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from pixelwise.checkpoint import save_model
+from pixelwise.data import build_dataset
+from pixelwise.data.transforms import build_transforms
+from pixelwise.fileio import atomic_write
+from pixelwise.models import create_model, model_options
+from pixelwise.train import plots
+from pixelwise.train.config import Config, config_to_dict
+from pixelwise.train.distributed import is_main_process, train_sampler, unwrap_model, wrap_model
+from pixelwise.train.evaluate import evaluate, predict
+from pixelwise.train.losses import SegmentationLoss, crop_target_to
+from pixelwise.train.runtime import autocast, make_reproducible, resolve_device, resolve_root
+from pixelwise.train.sampling import SeededSamples
+from pixelwise.train.schedules import build_optimizer, build_scheduler
+from pixelwise.train.state import load_state, rng_states, save_state, set_rng_states
+
+CONFIG_YAML = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+BEST_DIR = "best"
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    scores: dict  # validation scores after the last step (pixelwise.metrics.ConfusionMatrix.compute)
+    best_miou: float
+
+
+def write_config(config: Config, run_dir: Path) -> None:
+    with atomic_write(run_dir / CONFIG_YAML, "w") as handle:
+        yaml.safe_dump(config_to_dict(config), handle, sort_keys=False)
+
+
+def build_datasets(config: Config, transforms: bool = True) -> tuple[Dataset, Dataset]:
+    """(train set, val set); with ``transforms`` the train set augments and both normalise."""
+    data = config.data
+    root = resolve_root(data.root)
+    train_transform = val_transform = None
+    if transforms:
+        crop = tuple(data.crop_size) if isinstance(data.crop_size, list) else data.crop_size
+        train_transform = build_transforms(
+            True, crop_size=crop, scale_range=tuple(data.scale_range) if data.scale_range else None,
+            hflip=data.hflip, rotation=data.rotation,
+            elastic=tuple(data.elastic) if isinstance(data.elastic, list) else data.elastic,
+            color_jitter=tuple(data.color_jitter) if isinstance(data.color_jitter, list) else data.color_jitter,
+            mean=data.mean, std=data.std,
+        )
+        val_transform = build_transforms(False, mean=data.mean, std=data.std)
+    train_set = build_dataset(data.name, root, data.train_split, train_transform, **data.options)
+    val_set = build_dataset(data.name, root, data.val_split, val_transform, **{**data.options, **data.val_options})
+    return train_set, val_set
+
+
+def build_model(config: Config, dataset: Dataset) -> nn.Module:
+    """The configured model with the data set's classes (and input channels, when the model takes them)."""
+    options = dict(config.model.options)
+    if "in_channels" in model_options(config.model.name):
+        options.setdefault("in_channels", dataset.in_channels)
+    return create_model(config.model.name, dataset.num_classes, **options)
+
+
+def class_weights(config: Config, dataset: Dataset) -> torch.Tensor | None:
+    """The loss's class weights: None, the configured list, or SegNet's median-frequency balancing."""
+    weights = config.loss.class_weights
+    if weights is None:
+        return None
+    if weights == "median_frequency":
+        from pixelwise.data import median_frequency_weights
+
+        return torch.as_tensor(median_frequency_weights(dataset), dtype=torch.float32)
+    if len(weights) != dataset.num_classes:
+        raise ValueError(f"loss.class_weights has {len(weights)} entries for {dataset.num_classes} classes")
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+class MetricsLog:
+    """``metrics.jsonl``, rewritten atomically on every append (rows past a resumed step are dropped)."""
+
+    def __init__(self, path: Path, keep_until_step: int) -> None:
+        self.path = path
+        self.rows: list[dict] = []
+        if path.is_file():
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            self.rows = [row for row in rows if row["step"] <= keep_until_step]
+
+    def append(self, row: dict) -> None:
+        self.rows.append(row)
+        if is_main_process():
+            with atomic_write(self.path, "w") as handle:
+                handle.writelines(json.dumps(row) + "\n" for row in self.rows)
+
+
+def tensorboard_writer(run_dir: Path):
+    """A TensorBoard SummaryWriter when the ``tensorboard`` package is installed, else None."""
+    if not is_main_process():
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> TrainResult:
+    """Train ``config`` into ``run_dir``; with ``resume``, continue from the run's latest checkpoint."""
+    run_dir = Path(run_dir)
+    settings = config.train
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    make_reproducible(settings.seed, settings.deterministic)
+    device = resolve_device(settings.device)
+
+    train_set, val_set = build_datasets(config)
+    model = build_model(config, train_set).to(device)
+    if settings.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    criterion = SegmentationLoss(config.loss, class_weights(config, train_set), train_set.ignore_index).to(device)
+    optimizer = build_optimizer(model, config.optim)
+    scheduler = build_scheduler(optimizer, settings.steps, config.optim)
+    scaler = torch.amp.GradScaler(device.type, enabled=settings.precision == "fp16")
+
+    start_step, best_miou = 0, -math.inf
+    saved = load_state(run_dir) if resume else None
+    if saved is not None:
+        start_step, state = saved
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        set_rng_states(state["rng"])
+        best_miou = state["best_miou"]
+    if is_main_process():
+        write_config(config, run_dir)
+    log = MetricsLog(run_dir / METRICS_FILE, keep_until_step=start_step)
+    writer = tensorboard_writer(run_dir)
+
+    images_per_step = settings.batch_size * settings.accumulate
+    loader = DataLoader(
+        SeededSamples(train_set), batch_size=settings.batch_size,
+        sampler=train_sampler(len(train_set), settings.seed, start_step, images_per_step),
+        num_workers=config.data.num_workers, pin_memory=device.type == "cuda",
+        # Its own generator: creating the loader must not draw from the global RNG the model uses.
+        generator=torch.Generator(),
+    )
+    val_loader = DataLoader(val_set, batch_size=config.eval.batch_size, num_workers=config.data.num_workers)
+    batches = iter(loader)
+    network = wrap_model(model)
+    metadata = checkpoint_metadata(config, train_set)
+
+    progress = tqdm(total=settings.steps, initial=start_step, disable=not (is_main_process() and settings.progress),
+                    dynamic_ncols=True, unit="step")
+    window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+    scores: dict = {}
+    for step in range(start_step + 1, settings.steps + 1):  # ``step`` counts completed optimizer steps
+        network.train()
+        lr = optimizer.param_groups[0]["lr"]
+        loss = train_step(network, criterion, optimizer, scaler, islice(batches, settings.accumulate), device,
+                          settings.precision, settings.channels_last, settings.accumulate)
+        scheduler.step()
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss} at step {step}: lower optim.lr or check the data")
+        window_loss, window_steps = window_loss + loss, window_steps + 1
+        progress.update()
+        if step % settings.log_every == 0 or step == settings.steps:
+            seconds = time.perf_counter() - window_start
+            row = {"step": step, "loss": window_loss / window_steps, "lr": lr,
+                   "images_per_s": window_steps * images_per_step / max(seconds, 1e-9)}
+            log.append(row)
+            progress.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{lr:.2e}", img_s=f"{row['images_per_s']:.1f}")
+            if writer is not None:
+                for key in ("loss", "lr", "images_per_s"):
+                    writer.add_scalar(f"train/{key}", row[key], step)
+            window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+        if step % config.eval.every == 0 or step == settings.steps:
+            scores = evaluate(model, val_loader, train_set.num_classes, train_set.ignore_index,
+                              settings.precision, settings.channels_last).compute()
+            log.append({"step": step, **scores})
+            if writer is not None:
+                for key in ("miou", "pixel_accuracy", "mdice"):
+                    writer.add_scalar(f"val/{key}", scores[key], step)
+            if scores["miou"] > best_miou:
+                best_miou = scores["miou"]
+                if is_main_process():
+                    save_model(model, run_dir / BEST_DIR, **checkpoint_fields(metadata, step, scores))
+            window_start = time.perf_counter()  # evaluation time is not training throughput
+        if step % settings.checkpoint_every == 0 or step == settings.steps:
+            checkpoint(run_dir, step, model, optimizer, scheduler, scaler, best_miou, metadata, scores)
+    progress.close()
+    if writer is not None:
+        writer.close()
+    if is_main_process() and scores:
+        write_plots(config, run_dir, log.rows, scores, model, train_set)
+    return TrainResult(run_dir, settings.steps, scores, best_miou)
+
+
+def train_step(model: nn.Module, criterion: SegmentationLoss, optimizer: torch.optim.Optimizer,
+               scaler: torch.amp.GradScaler, batches, device: torch.device, precision: str,
+               channels_last: bool, accumulate: int) -> float:
+    """One optimizer step over ``accumulate`` batches (gradients summed); returns the mean batch loss."""
+    optimizer.zero_grad(set_to_none=True)
+    total = 0.0
+    for images, masks in batches:
+        images = images.to(device, non_blocking=True)
+        masks = masks.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(device, precision):
+            logits = model(images)
+        aux_outputs = getattr(unwrap_model(model), "aux_outputs", None) or ()
+        loss = criterion(logits, masks, aux_outputs) / accumulate
+        scaler.scale(loss).backward()
+        total += loss.item()
+    scaler.step(optimizer)
+    scaler.update()
+    return total
+
+
+def checkpoint_metadata(config: Config, dataset: Dataset) -> dict[str, Any]:
+    """Keywords for ``save_model``: class names, palette, and what inference needs to reproduce the input."""
+    return {
+        "class_names": list(dataset.class_names),
+        "palette": [list(colour) for colour in dataset.palette],
+        "metadata": {
+            "mean": list(config.data.mean),
+            "std": list(config.data.std),
+            "dataset": config.data.name,
+            "ignore_index": dataset.ignore_index,
+            "train_config": config_to_dict(config),
+        },
+    }
+
+
+def checkpoint_fields(metadata: dict[str, Any], step: int, scores: dict) -> dict[str, Any]:
+    """``metadata`` with the step and its validation scores added to the stored metadata."""
+    return {**metadata, "metadata": {**metadata["metadata"], "step": step, "scores": scores}}
+
+
+def checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+               scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler, best_miou: float,
+               metadata: dict[str, Any], scores: dict) -> None:
+    """Latest weights for users (``load_model(run_dir)``), then the trainer state (``latest`` pointer last)."""
+    if not is_main_process():
+        return
+    save_model(model, run_dir, **checkpoint_fields(metadata, step, scores))
+    save_state(run_dir, step, {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": rng_states(),
+        "best_miou": best_miou,
+    })
+
+
+def write_plots(config: Config, run_dir: Path, rows: list[dict], scores: dict, model: nn.Module,
+                train_set: Dataset) -> None:
+    plots.plot_curves(rows, run_dir)
+    plots.plot_class_iou(scores, train_set.class_names, run_dir / "class_iou.png")
+    count = config.eval.plot_images
+    if count < 1:
+        return
+    raw_val = build_datasets(config, transforms=False)[1]
+    normalise = build_transforms(False, mean=config.data.mean, std=config.data.std)
+    device = next(model.parameters()).device
+    examples = []
+    for index in range(min(count, len(raw_val))):
+        image, mask = raw_val[index]
+        labels = predict(model.eval(), normalise(image, mask)[0][None].to(device), config.train.precision)[0].cpu()
+        examples.append((crop_target_to(labels, image), crop_target_to(labels, mask), labels))
+    plots.plot_examples(examples, train_set.palette, run_dir / "examples.png", train_set.ignore_index)
