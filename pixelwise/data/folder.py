@@ -1,0 +1,85 @@
+"""Your own data: ``images/`` and ``masks/`` folders whose files are matched by stem (``a.jpg`` <-> ``a.png``).
+
+Layout: ``root/<split>/{images,masks}``, or ``root/{images,masks}`` read as the split ``"all"``.
+Masks are index PNGs (values 0..num_classes-1, ``ignore_value`` for void), or RGB images with a
+``palette`` (list of [r, g, b], one per class; ``ignore_color`` for void).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from pixelwise.data.base import (
+    IGNORE_INDEX,
+    IMAGE_SUFFIXES,
+    DataError,
+    FilePairDataset,
+    Transform,
+    files_by_stem,
+    label_lookup,
+    open_image,
+    voc_palette,
+)
+
+
+class FolderDataset(FilePairDataset):
+    def __init__(self, root: str | os.PathLike, split: str = "all", transform: Transform | None = None, *,
+                 num_classes: int | None = None, palette: Sequence[Sequence[int]] | None = None,
+                 class_names: Sequence[str] | None = None, ignore_value: int = IGNORE_INDEX,
+                 ignore_color: Sequence[int] | None = None, in_channels: int = 3,
+                 verify_files: bool = True) -> None:
+        if palette is not None:
+            if num_classes is not None and num_classes != len(palette):
+                raise ValueError(f"num_classes {num_classes} disagrees with the {len(palette)} palette colours")
+            num_classes = len(palette)
+            self.color_to_label = {tuple(int(v) for v in color): label for label, color in enumerate(palette)}
+            if len(self.color_to_label) != len(palette):
+                raise ValueError("palette colours must be distinct")
+            if ignore_color is not None:
+                self.color_to_label[tuple(int(v) for v in ignore_color)] = IGNORE_INDEX
+        elif num_classes is None:
+            raise ValueError("folder data set needs num_classes (index masks) or palette (RGB masks)")
+        else:
+            self.color_to_label = None
+            self.label_table = label_lookup({**{label: label for label in range(num_classes)},
+                                             ignore_value: IGNORE_INDEX}, size=max(256, ignore_value + 1))
+        if in_channels not in (1, 3):
+            raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self.class_names = list(class_names) if class_names is not None else [f"class_{i}" for i in
+                                                                              range(num_classes)]
+        if len(self.class_names) != num_classes:
+            raise ValueError(f"{len(self.class_names)} class names given for {num_classes} classes")
+        self.palette = [list(color) for color in palette] if palette is not None else voc_palette(num_classes)
+
+        base = Path(root) / split
+        if not (base / "images").is_dir():
+            if split != "all" or not (Path(root) / "images").is_dir():
+                raise DataError(base / "images", "folder not found (expected root/<split>/images and masks, "
+                                "or root/images and masks for split 'all')", "empty_split")
+            base = Path(root)
+        images = files_by_stem(base / "images", IMAGE_SUFFIXES)
+        masks = files_by_stem(base / "masks", IMAGE_SUFFIXES) if (base / "masks").is_dir() else {}
+        files = [(path, masks.get(stem, base / "masks" / f"{stem}.png")) for stem, path in images.items()]
+        super().__init__(files, base / "images", transform, verify_files)
+
+    def read_raw_mask(self, path: Path) -> np.ndarray:
+        if self.color_to_label is None:
+            return super().read_raw_mask(path)
+        with open_image(path, "mask") as mask:
+            rgb = np.asarray(mask.convert("RGB")).astype(np.int64)
+        # Pack each colour into one integer so np.unique finds the few distinct colours at once.
+        packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+        colors, inverse = np.unique(packed, return_inverse=True)
+        labels = []
+        for color in colors.tolist():
+            rgb_color = (color >> 16, (color >> 8) & 255, color & 255)
+            if rgb_color not in self.color_to_label:
+                raise DataError(path, f"colour {list(rgb_color)} is not in the palette", "bad_labels")
+            labels.append(self.color_to_label[rgb_color])
+        return np.asarray(labels, dtype=np.int64)[inverse.reshape(packed.shape)]

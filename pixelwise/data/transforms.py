@@ -1,0 +1,120 @@
+"""Joint image + mask transforms on torchvision.transforms.v2.
+
+v2 dispatches on tv_tensors: an ``Image`` is resampled bilinearly, a ``Mask`` always with nearest neighbour
+(a blended label is meaningless), so one random draw moves both the same way. Padding and rotated-in
+corners get 0 in the image and the ignore label in the mask, so the loss never learns from made-up pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# ElasticTransform (alpha, sigma) in pixels used when ``elastic=True``: smooth, cell-sized deformations
+# in the spirit of the U-Net paper's augmentation for the ISBI 2012 membranes.
+DEFAULT_ELASTIC = (50.0, 5.0)
+
+
+class RandomScale(v2.Transform):
+    """Resize image and mask by one factor drawn uniformly from ``scale_range`` (the aspect ratio is kept)."""
+
+    def __init__(self, scale_range: tuple[float, float]) -> None:
+        super().__init__()
+        low, high = scale_range
+        if not 0 < low <= high:
+            raise ValueError(f"scale_range must satisfy 0 < low <= high, got {scale_range}")
+        self.scale_range = (float(low), float(high))
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        height, width = v2.query_size(flat_inputs)
+        # torch's generator, like every v2 transform, so torch.manual_seed makes a run repeatable.
+        scale = torch.empty(()).uniform_(*self.scale_range).item()
+        return {"size": [max(1, round(height * scale)), max(1, round(width * scale))]}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        # resize dispatches on the tv_tensor type: bilinear + antialias for images, nearest for masks.
+        return self._call_kernel(v2.functional.resize, inpt, size=params["size"], antialias=True)
+
+
+class JointTransform:
+    """``transform(image, mask) -> (image, mask)``: (C, H, W) float32 normalised, (H, W) int64.
+
+    Accepts tv_tensors or plain tensors (image (C, H, W) uint8, mask (H, W) integer). Grayscale images
+    given three-channel statistics are normalised with their channel average, so one transform serves RGB
+    and 1-channel data sets alike.
+    """
+
+    def __init__(self, geometry: Sequence[v2.Transform], mean: Sequence[float], std: Sequence[float]) -> None:
+        if len(mean) != len(std):
+            raise ValueError(f"mean {tuple(mean)} and std {tuple(std)} have different lengths")
+        steps = list(geometry) + [
+            v2.ToDtype({tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.int64, "others": None}, scale=True)
+        ]
+        self.pipeline = v2.Compose(steps)
+        self.normalize = v2.Normalize(mean=list(mean), std=list(std))
+        self.normalize_gray = v2.Normalize(mean=[sum(mean) / len(mean)], std=[sum(std) / len(std)])
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        image = image if isinstance(image, tv_tensors.Image) else tv_tensors.Image(image)
+        mask = mask if isinstance(mask, tv_tensors.Mask) else tv_tensors.Mask(torch.as_tensor(mask))
+        image, mask = self.pipeline(image, mask)
+        channels = image.shape[-3]
+        normalize = self.normalize_gray if channels == 1 and len(self.normalize.mean) != 1 else self.normalize
+        if len(normalize.mean) != channels:
+            raise ValueError(f"normalisation has {len(normalize.mean)} channels but the image has {channels}")
+        image = normalize(image)
+        return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
+
+    def __repr__(self) -> str:
+        return f"JointTransform({self.pipeline}, {self.normalize})"
+
+
+def build_transforms(
+    train: bool,
+    *,
+    crop_size: int | tuple[int, int] | None = None,
+    scale_range: tuple[float, float] | None = (0.5, 2.0),
+    hflip: bool = True,
+    rotation: float = 0.0,
+    elastic: bool | tuple[float, float] | None = None,
+    color_jitter: float | tuple[float, float, float, float] | None = None,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    ignore_index: int = 255,
+) -> JointTransform:
+    """The standard segmentation augmentation, or (``train=False``) only dtype conversion + normalisation.
+
+    Train order: random scale (``scale_range``, None to skip) -> random crop to ``crop_size`` padding
+    what is missing -> horizontal flip -> rotation by up to ``rotation`` degrees -> elastic deformation
+    (``True`` for the default (alpha, sigma) = (50, 5) px, or an (alpha, sigma) pair) -> colour jitter
+    (brightness/contrast/saturation strength, or a (brightness, contrast, saturation, hue) tuple).
+    """
+    if not train:
+        return JointTransform([], mean, std)
+    fill = {tv_tensors.Image: 0, tv_tensors.Mask: ignore_index}
+    geometry: list[v2.Transform] = []
+    if scale_range is not None and tuple(scale_range) != (1.0, 1.0):
+        geometry.append(RandomScale(scale_range))
+    if crop_size is not None:
+        geometry.append(v2.RandomCrop(crop_size, pad_if_needed=True, fill=fill))
+    if hflip:
+        geometry.append(v2.RandomHorizontalFlip())
+    if rotation:
+        geometry.append(v2.RandomRotation(rotation, interpolation=v2.InterpolationMode.BILINEAR, fill=fill))
+    if elastic:
+        alpha, sigma = DEFAULT_ELASTIC if elastic is True else elastic
+        geometry.append(v2.ElasticTransform(alpha=alpha, sigma=sigma, fill=fill))
+    if color_jitter:
+        if isinstance(color_jitter, int | float):
+            geometry.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
+        else:
+            brightness, contrast, saturation, hue = color_jitter
+            geometry.append(v2.ColorJitter(brightness, contrast, saturation, hue))
+    return JointTransform(geometry, mean, std)
