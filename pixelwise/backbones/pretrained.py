@@ -95,7 +95,7 @@ def load_backbone_weights(backbone: nn.Module, name: str, source: bool | str | o
         state = read_state_dict(source)
         origin = str(source)
     expected = backbone.state_dict()
-    state = _from_classification_net(state, expected)
+    state = adapt_classification_state(state, expected)
     first_conv = next(n for n, m in backbone.named_modules() if isinstance(m, nn.Conv2d)) + ".weight"
     if first_conv in state and state[first_conv].shape[1] != expected[first_conv].shape[1]:
         channels = expected[first_conv].shape[1]
@@ -113,7 +113,7 @@ def load_backbone_weights(backbone: nn.Module, name: str, source: bool | str | o
     backbone.load_state_dict({key: state[key] for key in expected})
 
 
-def _from_classification_net(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> dict:
+def adapt_classification_state(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> dict:
     """Drop an ImageNet classifier the backbone lacks; turn VGG16's fc6/fc7 into DeepLab-LargeFOV's.
 
     DeepLab (Chen et al. 2015, section 4.1) subsamples fc6 from 4096 x 512 x 7 x 7 to 1024 x 512 x 3 x 3

@@ -15,7 +15,9 @@ from typing import Any
 
 from torch import nn
 
+from pixelwise.models.deeplab import DeepLabV1, DeepLabV2, DeepLabV3, DeepLabV3Plus
 from pixelwise.models.fcn import FCN
+from pixelwise.models.fcn_resnet import BackboneFCN
 from pixelwise.models.hypercolumn import Hypercolumn
 from pixelwise.models.unet import UNet
 
@@ -42,6 +44,27 @@ MODELS: dict[str, ModelEntry] = {
     "hypercolumn": ModelEntry(
         Hypercolumn, "Hariharan, Arbeláez, Girshick & Malik, Hypercolumns for Object Segmentation and "
         "Fine-grained Localization, CVPR 2015", ("vgg16",),
+    ),
+    "deeplabv1": ModelEntry(
+        DeepLabV1, "Chen, Papandreou, Kokkinos, Murphy & Yuille, Semantic Image Segmentation with Deep "
+        "Convolutional Nets and Fully Connected CRFs, ICLR 2015", ("vgg16",),
+    ),
+    "deeplabv2": ModelEntry(
+        DeepLabV2, "Chen, Papandreou, Kokkinos, Murphy & Yuille, DeepLab: Semantic Image Segmentation with Deep "
+        "Convolutional Nets, Atrous Convolution, and Fully Connected CRFs, TPAMI 2017", ("resnet101", "resnet50"),
+    ),
+    "deeplabv3": ModelEntry(
+        DeepLabV3, "Chen, Papandreou, Schroff & Adam, Rethinking Atrous Convolution for Semantic Image "
+        "Segmentation, arXiv 2017",
+        ("resnet101", "resnet50", "xception65", "mobilenet_v2", "mobilenet_v3_large"),
+    ),
+    "deeplabv3plus": ModelEntry(
+        DeepLabV3Plus, "Chen, Zhu, Papandreou, Schroff & Adam, Encoder-Decoder with Atrous Separable "
+        "Convolution for Semantic Image Segmentation, ECCV 2018",
+        ("xception65", "resnet101", "resnet50", "mobilenet_v2", "mobilenet_v3_large"),
+    ),
+    "fcn": ModelEntry(
+        BackboneFCN, FCN_PAPER + " (torchvision's FCN head on a dilated ResNet)", ("resnet50", "resnet101")
     ),
 }
 

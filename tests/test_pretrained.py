@@ -1,0 +1,115 @@
+"""ImageNet and torchvision weights: from the cache, from a local file, or a clear error. Never a download."""
+
+from __future__ import annotations
+
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torchvision.models import mobilenet_v2, mobilenet_v3_large, resnet50
+from torchvision.models import segmentation as tv
+
+from pixelwise import create_model
+from pixelwise.backbones import build_backbone
+from pixelwise.backbones.pretrained import IMAGENET_WEIGHTS, adapt_classification_state, cache_path
+from pixelwise.models.torchvision_compat import TORCHVISION_WEIGHTS
+
+
+@pytest.fixture(autouse=True)
+def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty torch hub cache in tmp_path, and a network that is never reached."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+
+    def refuse(url: str, *args, **kwargs):
+        raise urllib.error.URLError("network unreachable (test)")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+    return tmp_path
+
+
+def test_cache_is_read_without_download() -> None:
+    reference = mobilenet_v3_large(weights=None).state_dict()
+    path = cache_path(IMAGENET_WEIGHTS["mobilenet_v3_large"].url)
+    assert "hub/checkpoints" in path.as_posix() and "torch" in path.parts
+    path.parent.mkdir(parents=True)
+    torch.save(reference, path)
+    backbone = build_backbone("mobilenet_v3_large", pretrained=True)
+    for key, value in backbone.state_dict().items():
+        assert torch.equal(value, reference[key]), key
+
+
+def test_local_safetensors_file(tmp_path: Path) -> None:
+    reference = mobilenet_v2(weights=None).state_dict()
+    save_file({k: v.contiguous() for k, v in reference.items()}, tmp_path / "mbv2.safetensors")
+    path = str(tmp_path / "mbv2.safetensors")
+    model = create_model("deeplabv3plus", 3, backbone="mobilenet_v2", pretrained_backbone=path)
+    assert torch.equal(model.backbone.features[17].conv[0][0].weight, reference["features.17.conv.0.0.weight"])
+
+
+def test_local_pth_file_into_a_grayscale_resnet(tmp_path: Path) -> None:
+    reference = resnet50(weights=None).state_dict()
+    torch.save(reference, tmp_path / "resnet50.pth")
+    backbone = build_backbone("resnet50", in_channels=1, pretrained=tmp_path / "resnet50.pth")
+    assert torch.equal(backbone.layer4[2].conv3.weight, reference["layer4.2.conv3.weight"])
+    # Grayscale: the RGB filters summed, so a gray image gives the same conv1 response as its RGB copy.
+    assert torch.allclose(backbone.conv1.weight, reference["conv1.weight"].sum(1, keepdim=True))
+
+
+def test_vgg16_classifier_subsampled_to_large_fov() -> None:
+    fc6 = torch.randn(8, 512 * 7 * 7)
+    fc7 = torch.randn(8, 8)
+    state = {"classifier.0.weight": fc6, "classifier.0.bias": torch.arange(8.0),
+             "classifier.3.weight": fc7, "classifier.3.bias": torch.arange(8.0), "classifier.6.weight": fc7}
+    expected = {"classifier.0.weight": None, "classifier.0.bias": None, "classifier.3.weight": None,
+                "classifier.3.bias": None}
+    adapted = adapt_classification_state(state, expected)
+    assert set(adapted) == set(expected)
+    assert adapted["classifier.0.weight"].shape == (2, 512, 3, 3)
+    assert torch.equal(adapted["classifier.0.weight"][1, 7, 2, 1], fc6.view(8, 512, 7, 7)[4, 7, 6, 3])
+    assert torch.equal(adapted["classifier.0.bias"], torch.tensor([0.0, 4.0]))
+    assert torch.equal(adapted["classifier.3.weight"][:, :, 0, 0], fc7[::4, ::4])
+
+
+def test_missing_weights_say_where_to_put_the_file() -> None:
+    expected_path = cache_path(IMAGENET_WEIGHTS["resnet50"].url)
+    with pytest.raises(FileNotFoundError) as error:
+        build_backbone("resnet50", pretrained=True)
+    assert str(expected_path) in str(error.value) and "pretrained_backbone='path/to/file.pth'" in str(error.value)
+
+
+def test_torchvision_model_weights_missing_offline() -> None:
+    url = TORCHVISION_WEIGHTS["deeplabv3", "resnet50"].url
+    with pytest.raises(FileNotFoundError, match=str(cache_path(url))):
+        create_model("deeplabv3", backbone="resnet50", weights="torchvision")
+
+
+def test_torchvision_model_weights_from_the_cache() -> None:
+    reference = tv.deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, aux_loss=True).eval()
+    path = cache_path(TORCHVISION_WEIGHTS["deeplabv3", "mobilenet_v3_large"].url)
+    path.parent.mkdir(parents=True)
+    torch.save(reference.state_dict(), path)
+    model = create_model("deeplabv3", backbone="mobilenet_v3_large", weights="torchvision").eval()
+    x = torch.randn(1, 3, 35, 26)
+    with torch.no_grad():
+        assert torch.allclose(model(x), reference(x)["out"], atol=1e-4)
+
+
+def test_bad_files_and_options(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="garbage.pth: cannot be read"):
+        build_backbone("mobilenet_v2", pretrained=garbage)
+    with pytest.raises(FileNotFoundError, match="absent.pth: no such weights file"):
+        build_backbone("mobilenet_v2", pretrained=tmp_path / "absent.pth")
+    torch.save(mobilenet_v2(weights=None).state_dict(), tmp_path / "mbv2.pth")
+    with pytest.raises(ValueError, match="mbv2.pth does not fit the mobilenet_v3_large backbone"):
+        build_backbone("mobilenet_v3_large", pretrained=tmp_path / "mbv2.pth")
+    with pytest.raises(ValueError, match="torchvision has no ImageNet weights for 'xception65'"):
+        build_backbone("xception65", pretrained=True)
+    with pytest.raises(ValueError, match="21 classes"):
+        create_model("deeplabv3", 5, backbone="resnet50", weights="torchvision")
+    with pytest.raises(ValueError, match="not 'xception65'"):
+        create_model("deeplabv3", backbone="xception65", weights="torchvision")
