@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "pixelwise.commands.train",
     "pixelwise.commands.eval",
     "pixelwise.commands.export",
+    "pixelwise.commands.predict",
 )
 
 

@@ -256,7 +256,17 @@ def test_crf_is_applied_to_the_probabilities(unet, image, monkeypatch):
     assert (labels == 0).all()
 
 
-def test_crf_without_the_module_is_a_clear_error(unet, image, monkeypatch):
+def test_crf_without_the_module_is_a_clear_error(unet, monkeypatch):
     monkeypatch.setitem(sys.modules, "pixelwise.crf", types.SimpleNamespace())
     with pytest.raises(ImportError, match="dense_crf"):
-        Segmenter(unet, crf={}).predict(image)
+        Segmenter(unet, crf={})
+
+
+def test_real_dense_crf_refines_the_probabilities(unet, image):
+    crf = pytest.importorskip("pixelwise.crf", reason="pixelwise.crf is not installed")
+    options = {"iterations": 2}
+    probs = Segmenter(unet).predict_proba(image)
+    expected = crf.dense_crf(torch.from_numpy(probs), image, **options)
+    refined = Segmenter(unet, crf=options).predict_proba(image)
+    np.testing.assert_allclose(refined, expected.numpy(), atol=1e-5)
+    assert not np.allclose(refined, probs, atol=1e-3)

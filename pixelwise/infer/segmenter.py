@@ -88,6 +88,12 @@ class Segmenter:
         self.mode, self.tile, self.stride = mode, tuple(tile), tuple(stride)
         self.scales, self.flip, self.crf = tuple(scales), flip, crf
         self.batch_size = batch_size
+        if crf is not None:
+            try:
+                from pixelwise.crf import dense_crf
+            except ImportError as error:
+                raise ImportError("crf= needs pixelwise.crf.dense_crf, which this installation lacks") from error
+            self.dense_crf = dense_crf
         self.valid_depth = valid_padding_depth(model)
         if self.valid_depth is not None and mode == "slide" and any(side % 2**self.valid_depth for side in self.tile):
             raise ValueError(f"overlap-tile output tiles must be multiples of {2**self.valid_depth}, got {self.tile}")
@@ -167,12 +173,8 @@ class Segmenter:
         return self.forward(batch)
 
     def _apply_crf(self, probs: torch.Tensor, pixels: np.ndarray) -> torch.Tensor:
-        try:
-            from pixelwise.crf import dense_crf
-        except ImportError as error:
-            raise ImportError("crf= needs pixelwise.crf.dense_crf, which this installation does not have") from error
-        rgb = to_channels(pixels, 3)
-        return torch.as_tensor(np.asarray(dense_crf(probs.numpy(), np.ascontiguousarray(rgb), **self.crf)))
+        rgb = np.ascontiguousarray(to_channels(pixels, 3))
+        return torch.as_tensor(np.asarray(self.dense_crf(probs, rgb, **self.crf)))
 
 
 def softmax_(logits: torch.Tensor) -> torch.Tensor:
