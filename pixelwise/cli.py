@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "pixelwise.commands.eval",
     "pixelwise.commands.export",
     "pixelwise.commands.predict",
+    "pixelwise.commands.serve",
 )
 
 

@@ -1,0 +1,34 @@
+"""``pixelwise serve``: the HTTP API and web page for a saved run, on uvicorn (loopback by default)."""
+
+from __future__ import annotations
+
+import argparse
+
+from pixelwise.infer.segmenter import Segmenter
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("serve", help="serve a saved model over HTTP, with a web page")
+    parser.add_argument("--checkpoint", required=True, metavar="RUN_DIR", help="saved model directory")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--mode", choices=("whole", "slide"), default="whole")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    parser.add_argument("--fast", action="store_true", help="fold BatchNorm and use channels-last")
+    parser.add_argument("--max-pixels", type=int, default=40_000_000, help="largest image accepted, in pixels")
+    parser.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body, in MiB")
+    parser.add_argument("--max-concurrent", type=int, default=2, help="inferences running at once")
+    parser.add_argument("--max-queue", type=int, default=64, help="requests waiting; beyond, 503")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from pixelwise.serve.app import create_app
+
+    segmenter = Segmenter(args.checkpoint, mode=args.mode, precision=args.precision, fast=args.fast)
+    app = create_app(segmenter, max_pixels=args.max_pixels, max_body_bytes=int(args.max_body_mb * (1 << 20)),
+                     max_concurrent=args.max_concurrent, max_queue=args.max_queue)
+    uvicorn.run(app, host=args.host, port=args.port)
+    return 0

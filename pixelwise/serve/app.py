@@ -1,0 +1,194 @@
+"""The HTTP API: a FastAPI app around one Segmenter.
+
+Routes: ``POST /v1/segment`` (an image, as a multipart field or the raw body -> an indexed PNG mask,
+or with ``?format=json`` the class areas and a run-length-encoded mask), ``GET /v1/model`` (classes,
+palette, model card), ``GET /healthz`` and ``GET /`` (the web page).
+
+Bad input is the client's fault and gets a 4xx with ``{"error": ...}``: 415 for what is not an image,
+400 for a truncated or corrupt one, 413 for a body over ``max_body_bytes`` or an image over ``max_pixels``
+(checked from the header, before decoding: decompression bombs never reach memory). At most
+``max_concurrent`` inferences run at once and ``max_queue`` wait; beyond that, 503 with Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from importlib import resources
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from PIL import Image as PILImage
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from pixelwise.infer.segmenter import Segmenter
+from pixelwise.infer.writers import class_areas, mask_image
+
+MEGABYTE = 1 << 20
+
+
+class ClientError(HTTPException):
+    """A 4xx the client can fix; ``headers`` carry Retry-After for 503."""
+
+
+class InferenceSlots:
+    """At most ``running`` inferences at once and ``waiting`` in line; the rest are turned away.
+
+    Only touched from the event loop, so plain counters need no lock.
+    """
+
+    def __init__(self, running: int, waiting: int) -> None:
+        self.capacity = running + waiting
+        self.admitted = 0
+        self.semaphore = asyncio.Semaphore(running)
+
+    async def __aenter__(self) -> None:
+        if self.admitted >= self.capacity:
+            raise ClientError(503, "server busy: too many images in flight, retry shortly", {"Retry-After": "1"})
+        self.admitted += 1
+        await self.semaphore.acquire()
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self.semaphore.release()
+        self.admitted -= 1
+
+
+def run_length_encode(labels: np.ndarray) -> dict[str, Any]:
+    """(H, W) labels -> {"values": [...], "counts": [...]}: runs over the row-major flattened map."""
+    flat = labels.ravel()
+    starts = np.flatnonzero(np.concatenate([[True], flat[1:] != flat[:-1]]))
+    counts = np.diff(np.concatenate([starts, [flat.size]]))
+    return {"order": "row-major", "size": list(labels.shape), "values": flat[starts].tolist(),
+            "counts": counts.tolist()}
+
+
+def decode_image(data: bytes, max_pixels: int) -> PILImage.Image:
+    """Bytes -> a fully decoded PIL image, or a ClientError saying what is wrong with them."""
+    if not data:
+        raise ClientError(400, "empty upload: send an image file")
+    try:
+        image = PILImage.open(io.BytesIO(data))
+    except PILImage.DecompressionBombError as error:
+        raise ClientError(413, f"image too large: {error}") from error
+    except (PILImage.UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise ClientError(415, "not an image PIL can read (send PNG, JPEG, BMP, TIFF or WebP)") from error
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ClientError(413, f"image has {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ClientError(400, f"image cannot be decoded (truncated or corrupt): {error}") from error
+    return image
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing with 413 as soon as it passes ``limit`` bytes (or says it will)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ClientError(413, f"request body of {declared} bytes exceeds the limit of {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ClientError(413, f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def image_bytes(request: Request, body: bytes, limit: int) -> bytes:
+    """The uploaded file: the first file of a multipart form, or the raw body for any other content type."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return body
+
+    async def replay():
+        yield body
+        yield b""
+
+    try:
+        form = await MultiPartParser(request.headers, replay(), max_files=1, max_part_size=limit).parse()
+    except MultiPartException as error:
+        raise ClientError(400, f"malformed multipart form: {error.message}") from error
+    upload = form.get("image") or next((v for v in form.values() if isinstance(v, UploadFile)), None)
+    if not isinstance(upload, UploadFile):
+        raise ClientError(400, "multipart form has no file: send the image in a field named 'image'")
+    return await upload.read()
+
+
+def create_app(
+    segmenter: Segmenter,
+    *,
+    max_pixels: int = 40_000_000,
+    max_body_bytes: int = 32 * MEGABYTE,
+    max_concurrent: int = 2,
+    max_queue: int = 64,
+) -> FastAPI:
+    """The FastAPI app serving ``segmenter`` with the given input limits."""
+    app = FastAPI(title="pixelwise", summary="semantic segmentation")
+    slots = InferenceSlots(max_concurrent, max_queue)
+    page = resources.files("pixelwise.serve").joinpath("static/index.html").read_text()
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": error.detail}, status_code=error.status_code, headers=error.headers)
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, error: Exception) -> JSONResponse:
+        return JSONResponse({"error": f"internal error: {type(error).__name__}"}, status_code=500)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/model")
+    async def model_card() -> dict[str, Any]:
+        config = segmenter.config
+        return {
+            "name": config["name"],
+            "num_classes": segmenter.num_classes,
+            "class_names": segmenter.class_names,
+            "palette": segmenter.palette[: segmenter.num_classes],
+            "card": {
+                "options": config.get("options", {}),
+                "metadata": config.get("metadata", {}),
+                "mode": segmenter.mode,
+                "scales": list(segmenter.scales),
+                "flip": segmenter.flip,
+                "normalization": {"mean": segmenter.mean, "std": segmenter.std},
+                "limits": {"max_pixels": max_pixels, "max_body_bytes": max_body_bytes,
+                           "max_concurrent": max_concurrent, "max_queue": max_queue},
+            },
+        }
+
+    @app.post("/v1/segment")
+    async def segment(request: Request, format: str = "png") -> Response:
+        if format not in ("png", "json"):
+            raise ClientError(400, f"format must be 'png' or 'json', got {format!r}")
+        body = await read_body(request, max_body_bytes)
+        image = decode_image(await image_bytes(request, body, max_body_bytes), max_pixels)
+        async with slots:
+            labels = await run_in_threadpool(segmenter.predict, image)
+        if format == "png":
+            buffer = io.BytesIO()
+            mask_image(labels, segmenter.palette).save(buffer, format="PNG")
+            return Response(buffer.getvalue(), media_type="image/png")
+        areas = class_areas(labels, segmenter.num_classes)
+        return JSONResponse({
+            "width": int(labels.shape[1]),
+            "height": int(labels.shape[0]),
+            "classes": [
+                {"index": i, "name": name, "pixels": int(areas[i]), "fraction": float(areas[i] / labels.size)}
+                for i, name in enumerate(segmenter.class_names)
+            ],
+            "mask": run_length_encode(labels),
+        })
+
+    @app.get("/", response_class=HTMLResponse)
+    async def index() -> str:
+        return page
+
+    return app
