@@ -10,11 +10,14 @@ import os
 
 from torch.utils.data import Dataset
 
+from pixelwise.data.ade20k import ADE20K
 from pixelwise.data.base import IGNORE_INDEX, DataError, SegmentationDataset
 from pixelwise.data.camvid import CamVid
+from pixelwise.data.cityscapes import Cityscapes
 from pixelwise.data.folder import FolderDataset
 from pixelwise.data.isbi2012 import ISBI2012
 from pixelwise.data.synthetic import SyntheticShapes
+from pixelwise.data.voc import SBDSegmentation, VOCSegmentation
 
 # Name -> loader class. File-based loaders take (root, split, transform, **options); the synthetic set
 # takes no root.
@@ -23,6 +26,10 @@ DATASETS: dict[str, type[SegmentationDataset]] = {
     "camvid": CamVid,
     "isbi2012": ISBI2012,
     "folder": FolderDataset,
+    "voc": VOCSegmentation,
+    "voc_aug": SBDSegmentation,
+    "cityscapes": Cityscapes,
+    "ade20k": ADE20K,
 }
 
 
