@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from torchvision.models import mobilenet_v2, mobilenet_v3_large, resnet50
 from torchvision.models import segmentation as tv
 
-from pixelwise import create_model
+from pixelwise import create_model, load_model, save_model
 from pixelwise.backbones import build_backbone
 from pixelwise.backbones.pretrained import IMAGENET_WEIGHTS, adapt_classification_state, cache_path
 from pixelwise.models.torchvision_compat import TORCHVISION_WEIGHTS
@@ -113,3 +113,25 @@ def test_bad_files_and_options(tmp_path: Path) -> None:
         create_model("deeplabv3", 5, backbone="resnet50", weights="torchvision")
     with pytest.raises(ValueError, match="not 'xception65'"):
         create_model("deeplabv3", backbone="xception65", weights="torchvision")
+
+
+def test_saved_models_reload_without_their_weight_source(tmp_path: Path) -> None:
+    """The config records the architecture, not where the first weights came from: no download on load."""
+    reference = tv.deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None).eval()
+    path = cache_path(TORCHVISION_WEIGHTS["deeplabv3", "mobilenet_v3_large"].url)
+    path.parent.mkdir(parents=True)
+    torch.save(reference.state_dict(), path)
+    model = create_model("deeplabv3", backbone="mobilenet_v3_large", weights="torchvision").eval()
+    save_model(model, tmp_path / "saved")
+    path.unlink()  # the cache is gone: loading must not need it
+    loaded = load_model(tmp_path / "saved")
+    options = loaded.pixelwise_config["options"]
+    assert "weights" not in options and options["head"] == "torchvision" and options["output_stride"] == 16
+    x = torch.randn(1, 3, 33, 41)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
+def test_backbone_must_be_one_the_model_accepts() -> None:
+    with pytest.raises(ValueError, match=r"model 'deeplabv3' takes backbone one of \['resnet101'"):
+        create_model("deeplabv3", backbone="vgg16")

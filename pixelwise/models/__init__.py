@@ -19,6 +19,7 @@ from pixelwise.models.deeplab import DeepLabV1, DeepLabV2, DeepLabV3, DeepLabV3P
 from pixelwise.models.fcn import FCN
 from pixelwise.models.fcn_resnet import BackboneFCN
 from pixelwise.models.hypercolumn import Hypercolumn
+from pixelwise.models.torchvision_compat import torchvision_options
 from pixelwise.models.unet import UNet
 
 
@@ -100,9 +101,27 @@ def create_model(name: str, num_classes: int = 21, **options: Any) -> nn.Module:
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for model {name!r}; valid options: {sorted(valid)}")
+    backbone = options.get("backbone", valid.get("backbone"))
+    if "backbone" in options and backbone not in entry.backbones:
+        raise ValueError(f"model {name!r} takes backbone one of {list(entry.backbones)}, got {backbone!r}")
     model = entry.builder(num_classes=num_classes, **options)
-    model.pixelwise_config = {"name": name, "num_classes": num_classes, "options": dict(options)}
+    options = architecture(name, num_classes, backbone, options)
+    model.pixelwise_config = {"name": name, "num_classes": num_classes, "options": options}
     return model
+
+
+# Options that only say where the initial weights come from. A saved model's own weights replace
+# them, so they are left out of its config: reloading never downloads anything.
+WEIGHT_SOURCE_OPTIONS = ("pretrained_backbone", "weights")
+
+
+def architecture(name: str, num_classes: int, backbone: str | None, options: dict[str, Any]) -> dict[str, Any]:
+    """The options that rebuild the same architecture, without downloading any weights."""
+    recorded = {key: value for key, value in options.items() if key not in WEIGHT_SOURCE_OPTIONS}
+    if options.get("weights") is not None:
+        # weights="torchvision" also sets torchvision's head, output stride and rates: record them.
+        recorded.update(torchvision_options(name, backbone, options["weights"], num_classes))
+    return recorded
 
 
 def _entry(name: str) -> ModelEntry:

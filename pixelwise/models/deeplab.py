@@ -135,7 +135,8 @@ class DeepLabV3(nn.Module):
         super().__init__()
         if weights is not None:
             tv_options = torchvision_options("deeplabv3", backbone, weights, num_classes)
-            head, output_stride, atrous_rates = "torchvision", tv_options["output_stride"], tv_options["atrous_rates"]
+            head, output_stride = tv_options["head"], tv_options["output_stride"]
+            atrous_rates = tv_options["atrous_rates"]
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
         self.backbone = build_backbone(

@@ -32,9 +32,9 @@ TORCHVISION_WEIGHTS = {
 TORCHVISION_ARCHITECTURE: dict[tuple[str, str], dict[str, Any]] = {
     ("fcn", "resnet50"): {"output_stride": 8},
     ("fcn", "resnet101"): {"output_stride": 8},
-    ("deeplabv3", "resnet50"): {"output_stride": 8, "atrous_rates": (12, 24, 36)},
-    ("deeplabv3", "resnet101"): {"output_stride": 8, "atrous_rates": (12, 24, 36)},
-    ("deeplabv3", "mobilenet_v3_large"): {"output_stride": 16, "atrous_rates": (12, 24, 36)},
+    ("deeplabv3", "resnet50"): {"output_stride": 8, "atrous_rates": (12, 24, 36), "head": "torchvision"},
+    ("deeplabv3", "resnet101"): {"output_stride": 8, "atrous_rates": (12, 24, 36), "head": "torchvision"},
+    ("deeplabv3", "mobilenet_v3_large"): {"output_stride": 16, "atrous_rates": (12, 24, 36), "head": "torchvision"},
 }
 
 
