@@ -1,0 +1,98 @@
+"""Evaluation: scores against a direct count, the per-class table, and the ``pixelwise eval`` command."""
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from pixelwise import create_model, save_model
+from pixelwise.cli import main
+from pixelwise.data import build_dataset
+from pixelwise.data.transforms import build_transforms
+from pixelwise.train.evaluate import evaluate, evaluate_checkpoint, format_table
+
+
+class FixedPrediction(nn.Module):
+    """Ignores its input and predicts the labels it was given, as one-hot logits (N, C, H, W)."""
+
+    def __init__(self, labels: torch.Tensor, num_classes: int) -> None:
+        super().__init__()
+        self.labels = labels
+        self.num_classes = num_classes
+        self.weight = nn.Parameter(torch.zeros(()))  # gives the model a device
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        labels = self.labels[self.calls: self.calls + len(x)]
+        self.calls += len(x)
+        return nn.functional.one_hot(labels, self.num_classes).permute(0, 3, 1, 2).float()
+
+
+def test_evaluate_counts_every_pixel_of_every_batch():
+    generator = torch.Generator().manual_seed(0)
+    target = torch.randint(0, 3, (5, 4, 6), generator=generator)
+    target[:, 0, 0] = 255
+    pred = torch.where(torch.rand(target.shape, generator=generator) < 0.7, target.clamp(max=2),
+                       torch.randint(0, 3, target.shape, generator=generator))
+    loader = DataLoader(list(zip(torch.zeros(5, 3, 4, 6), target, strict=True)), batch_size=2)
+    scores = evaluate(FixedPrediction(pred, 3), loader, num_classes=3).compute()
+    labelled = target != 255
+    assert scores["pixel_accuracy"] == pytest.approx((pred == target)[labelled].float().mean().item())
+    for c in range(3):
+        inter = ((pred == c) & (target == c) & labelled).sum().item()
+        union = (((pred == c) | (target == c)) & labelled).sum().item()
+        assert scores["iou"][c] == pytest.approx(inter / union)
+
+
+def test_table_has_a_row_per_class_and_the_means():
+    scores = {"iou": [0.5, math.nan], "class_accuracy": [0.75, math.nan], "dice": [2 / 3, math.nan],
+              "miou": 0.5, "mean_accuracy": 0.75, "mdice": 2 / 3, "pixel_accuracy": 0.8, "fwiou": 0.5}
+    lines = format_table(scores, ["road", "sky"]).splitlines()
+    assert lines[1].split() == ["road", "50.00", "75.00", "66.67"]
+    assert lines[2].split() == ["sky", "-", "-", "-"]
+    assert lines[3].split() == ["mean", "50.00", "75.00", "66.67"]
+    assert "pixel accuracy 80.00" in lines[4]
+
+
+@pytest.fixture
+def saved_run(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("unet", 5, base_channels=4, depth=2)
+    mean, std = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
+    train_config = {"data": {"name": "synthetic", "root": None, "options": {"image_size": 16},
+                             "val_options": {"num_images": 6}, "val_split": "val"}}
+    save_model(model, tmp_path, class_names=["bg", "a", "b", "c", "d"], palette=[[0, 0, 0]] * 5,
+               metadata={"mean": mean, "std": std, "dataset": "synthetic", "train_config": train_config})
+    return tmp_path, model, mean, std
+
+
+def test_eval_command_prints_the_table_and_writes_the_same_scores(saved_run, tmp_path, capsys):
+    run_dir, model, mean, std = saved_run
+    out = tmp_path / "scores.json"
+    assert main(["eval", "--checkpoint", str(run_dir), "--data", "synthetic", "--split", "val",
+                 "--json", str(out), "--batch-size", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[1].startswith("bg ")
+    written = json.loads(out.read_text())
+    # Independent run: the run's data options, the checkpoint's normalisation, one image at a time.
+    dataset = build_dataset("synthetic", None, "val", build_transforms(False, mean=mean, std=std),
+                            image_size=16, num_images=6)
+    correct = total = 0
+    with torch.no_grad():
+        for image, mask in dataset:
+            correct += (model.eval()(image[None]).argmax(1)[0] == mask).sum().item()
+            total += mask.numel()
+    assert written["pixel_accuracy"] == pytest.approx(correct / total)
+    assert written["class_names"] == ["bg", "a", "b", "c", "d"]
+    # Without --data, the data set the run trained on is used: the same numbers.
+    scores, names = evaluate_checkpoint(run_dir)
+    assert scores["pixel_accuracy"] == pytest.approx(written["pixel_accuracy"])
+
+
+def test_eval_command_reports_an_unknown_data_set(saved_run, capsys):
+    run_dir = saved_run[0]
+    assert main(["eval", "--checkpoint", str(run_dir), "--data", "nonexistent:/nowhere"]) == 2
+    assert "unknown data set 'nonexistent'" in capsys.readouterr().err

@@ -1,0 +1,91 @@
+"""The training loop in-process on tiny synthetic data: run directory contents, reload, accumulation, precision."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pixelwise import load_model
+from pixelwise.train import config_from_dict, config_to_dict, train
+from pixelwise.train.schedules import lr_factor
+from pixelwise.train.state import load_state
+
+TINY = {
+    "name": "tiny",
+    "model": {"name": "unet", "options": {"base_channels": 4, "depth": 2}},
+    "data": {"name": "synthetic", "options": {"num_images": 8, "image_size": 16}, "val_options": {"num_images": 4},
+             "scale_range": None, "hflip": False},
+    "optim": {"optimizer": "adam", "lr": 0.01, "weight_decay": 0.0},
+    "train": {"steps": 6, "batch_size": 2, "log_every": 2, "checkpoint_every": 3, "progress": False, "threads": 1},
+    "eval": {"every": 3, "batch_size": 4, "plot_images": 2},
+    "loss": {},
+}
+
+
+def tiny(**sections) -> dict:
+    raw = json.loads(json.dumps(TINY))
+    for section, values in sections.items():
+        raw[section].update(values)
+    return raw
+
+
+def test_run_directory_holds_loadable_weights_state_metrics_and_plots(tmp_path):
+    config = config_from_dict(tiny())
+    result = train(config, tmp_path)
+    for name in ("config.yaml", "model.safetensors", "config.json", "best/model.safetensors", "metrics.jsonl",
+                 "loss.png", "miou.png", "class_iou.png", "examples.png", "state/latest.json"):
+        assert (tmp_path / name).is_file(), name
+    model = load_model(tmp_path)
+    saved = model.pixelwise_config
+    assert saved["class_names"] == ["background", "disc", "rectangle", "triangle", "ring"]
+    assert saved["metadata"]["dataset"] == "synthetic"
+    assert saved["metadata"]["mean"] == config.data.mean and saved["metadata"]["std"] == config.data.std
+    assert saved["metadata"]["train_config"] == config_to_dict(config)
+    assert saved["metadata"]["step"] == 6
+    # The user-facing weights and the resume state are the same step's.
+    step, state = load_state(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    assert step == 6 and all(torch.equal(weights[key], state["model"][key]) for key in weights)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows if "loss" in row] == [2, 4, 6]
+    assert [row["step"] for row in rows if "miou" in row] == [3, 6]
+    assert rows[-1]["miou"] == pytest.approx(result.scores["miou"])
+    # The learning rate each logged step used follows the poly schedule.
+    assert rows[0]["lr"] == pytest.approx(0.01 * lr_factor(1, 6, config.optim))
+
+
+def test_training_lowers_the_loss(tmp_path):
+    config = config_from_dict(tiny(train={"steps": 40, "log_every": 10, "checkpoint_every": 40},
+                                   eval={"every": 40, "plot_images": 0}))
+    train(config, tmp_path)
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
+              if "loss" in line]
+    assert losses[-1] < 0.6 * losses[0]
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path):
+    # No batch norm and no augmentation: two batches of 2 then must give the gradient of one batch of 4.
+    common = {"steps": 3, "checkpoint_every": 3, "log_every": 3}
+    big = config_from_dict(tiny(train={**common, "batch_size": 4}, eval={"every": 3, "plot_images": 0}))
+    split = config_from_dict(tiny(train={**common, "batch_size": 2, "accumulate": 2},
+                                  eval={"every": 3, "plot_images": 0}))
+    train(big, tmp_path / "big")
+    train(split, tmp_path / "split")
+    first, second = load_file(tmp_path / "big/model.safetensors"), load_file(tmp_path / "split/model.safetensors")
+    for key in first:
+        torch.testing.assert_close(first[key], second[key], rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_and_channels_last_train_on_cpu(tmp_path):
+    config = config_from_dict(tiny(train={"steps": 2, "precision": "bf16", "channels_last": True,
+                                          "checkpoint_every": 2}, eval={"every": 2, "plot_images": 0}))
+    result = train(config, tmp_path)
+    assert 0.0 <= result.scores["miou"] <= 1.0
+
+
+def test_clear_errors_for_fp16_on_cpu_and_wrong_class_weights(tmp_path):
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        train(config_from_dict(tiny(train={"precision": "fp16", "device": "cpu"})), tmp_path / "a")
+    with pytest.raises(ValueError, match="class_weights has 2 entries for 5 classes"):
+        train(config_from_dict(tiny(loss={"class_weights": [1, 2]})), tmp_path / "b")
