@@ -22,7 +22,7 @@ data:
   crop_size: 16
   rotation: 10
 optim: {optimizer: sgd, lr: 0.05, momentum: 0.9, warmup_steps: 3}
-train: {steps: 60, batch_size: 4, accumulate: 2, seed: 3, deterministic: true, threads: 1,
+train: {steps: 40, batch_size: 4, accumulate: 2, seed: 3, deterministic: true, threads: 1,
         log_every: 5, checkpoint_every: 4, progress: false}
 eval: {every: 20, batch_size: 4, plot_images: 0}
 """
@@ -55,7 +55,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run_bit_for_bit(tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     interrupted_at = int((killed / "state" / "latest.json").read_text().split(":")[1].strip(" }\n"))
-    assert interrupted_at < 60
+    assert interrupted_at < 40
 
     subprocess.run(command("--resume", str(killed)), env=environment(), check=True, capture_output=True)
     for name in ("model.safetensors", "best/model.safetensors"):

@@ -89,3 +89,26 @@ def test_clear_errors_for_fp16_on_cpu_and_wrong_class_weights(tmp_path):
         train(config_from_dict(tiny(train={"precision": "fp16", "device": "cpu"})), tmp_path / "a")
     with pytest.raises(ValueError, match="class_weights has 2 entries for 5 classes"):
         train(config_from_dict(tiny(loss={"class_weights": [1, 2]})), tmp_path / "b")
+
+
+def test_quickstart_and_train_commands_end_to_end(tmp_path, capsys):
+    from pixelwise.cli import main
+
+    small = ["--set", "train.steps=2", "--set", "data.options.num_images=4", "--set", "data.val_options.num_images=2",
+             "--set", "model.options.base_channels=4", "--set", "train.progress=false", "--set", "eval.plot_images=1"]
+    assert main(["quickstart", "--out", str(tmp_path / "quick"), *small]) == 0
+    printed = capsys.readouterr().out
+    assert "model reloaded from" in printed and "\nring " in printed and "\nmean " in printed
+    assert (tmp_path / "quick" / "examples.png").is_file()
+
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(json.dumps(tiny(train={"steps": 2, "checkpoint_every": 2}, eval={"every": 2, "plot_images": 0})))
+    assert main(["train", "--config", str(recipe), "--out", str(tmp_path / "run"), "--set", "train.seed=5"]) == 0
+    assert load_model(tmp_path / "run").pixelwise_config["metadata"]["train_config"]["train"]["seed"] == 5
+    # Starting over an existing run, or resuming with a changed config, is refused with a clear message.
+    assert main(["train", "--config", str(recipe), "--out", str(tmp_path / "run")]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path / "run"), "--set", "train.steps=9"]) == 2
+    assert "drop --config, --set and --out" in capsys.readouterr().err
+    assert main(["train", "--config", str(recipe), "--set", "train.setps=3"]) == 2
+    assert "did you mean 'train.steps'" in capsys.readouterr().err
