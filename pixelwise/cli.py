@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "pixelwise.commands.export",
     "pixelwise.commands.predict",
     "pixelwise.commands.serve",
+    "pixelwise.commands.check_data",
 )
 
 

@@ -4,47 +4,19 @@
 >>> image, mask = dataset[0]   # Image uint8 (3, 64, 64), Mask int64 (64, 64), ignore label 255
 """
 
-from __future__ import annotations
-
-import os
-
-from torch.utils.data import Dataset
-
-from pixelwise.data.ade20k import ADE20K
 from pixelwise.data.base import IGNORE_INDEX, DataError, SegmentationDataset
-from pixelwise.data.camvid import CamVid
-from pixelwise.data.cityscapes import Cityscapes
-from pixelwise.data.folder import FolderDataset
-from pixelwise.data.isbi2012 import ISBI2012
-from pixelwise.data.synthetic import SyntheticShapes
-from pixelwise.data.voc import SBDSegmentation, VOCSegmentation
+from pixelwise.data.check import CheckReport, check_dataset, format_report
+from pixelwise.data.registry import DATASETS, build_dataset
+from pixelwise.data.statistics import median_frequency_weights
 
-# Name -> loader class. File-based loaders take (root, split, transform, **options); the synthetic set
-# takes no root.
-DATASETS: dict[str, type[SegmentationDataset]] = {
-    "synthetic": SyntheticShapes,
-    "camvid": CamVid,
-    "isbi2012": ISBI2012,
-    "folder": FolderDataset,
-    "voc": VOCSegmentation,
-    "voc_aug": SBDSegmentation,
-    "cityscapes": Cityscapes,
-    "ade20k": ADE20K,
-}
-
-
-def build_dataset(name: str, root: str | os.PathLike | None, split: str, transform=None, **options) -> Dataset:
-    """The ``split`` of data set ``name`` stored under ``root`` (None for ``synthetic``)."""
-    if name not in DATASETS:
-        raise KeyError(f"unknown data set {name!r}; known: {', '.join(sorted(DATASETS))}")
-    loader = DATASETS[name]
-    if loader is SyntheticShapes:
-        if root is not None:
-            raise ValueError("the synthetic data set is generated and takes no root")
-        return loader(split, transform, **options)
-    if root is None:
-        raise ValueError(f"data set {name!r} needs a root directory")
-    return loader(root, split, transform, **options)
-
-
-__all__ = ["DATASETS", "IGNORE_INDEX", "DataError", "SegmentationDataset", "build_dataset"]
+__all__ = [
+    "DATASETS",
+    "IGNORE_INDEX",
+    "CheckReport",
+    "DataError",
+    "SegmentationDataset",
+    "build_dataset",
+    "check_dataset",
+    "format_report",
+    "median_frequency_weights",
+]

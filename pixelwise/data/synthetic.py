@@ -23,10 +23,10 @@ PALETTE = [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200
 DEFAULT_NUM_IMAGES = {"train": 512}
 DEFAULT_NUM_IMAGES_OTHER = 64
 
-HUE_SPREAD = 0.1  # std of an object's hue around its class hue: neighbouring classes overlap
+HUE_SPREAD = 0.07  # std of an object's hue around its class hue: neighbouring classes overlap
 PIXEL_NOISE = 0.04  # std of the per-pixel noise added to the whole image, on a [0, 1] scale
-MIN_CONTRAST = 0.25  # an object's colour differs from the background under it by at least this (RGB norm)
-MAX_OCCLUSION = 0.4  # a new object may hide at most this share of an earlier one
+MIN_CONTRAST = 0.3  # an object's colour differs from the background under it by at least this (RGB norm)
+MAX_OCCLUSION = 0.25  # a new object may hide at most this share of an earlier one
 
 
 def make_image(seed: int, image_size: int | tuple[int, int] = 64,
@@ -79,11 +79,12 @@ def _scene(rng: np.random.Generator, image_size: int | tuple[int, int],
     instances = np.zeros((height, width), dtype=np.int64)
     areas = [0]  # areas[k]: pixels of instance k when it was drawn
     scale = min(height, width) / 64
-    for _ in range(rng.integers(2, 6)):
+    for _ in range(rng.integers(1, 5)):
         label = int(rng.integers(1, num_classes))
         for _attempt in range(6):
-            radius = rng.uniform(7, 15) * scale
-            centre = rng.uniform([radius * 0.5, radius * 0.5], [height - radius * 0.5, width - radius * 0.5])
+            radius = rng.uniform(9, 16) * scale
+            # Whole shapes only (up to the triangle's corners): a cut-off shape may be no shape at all.
+            centre = rng.uniform([radius, radius], [height - radius, width - radius])
             inside = _shape(SHAPES[label - 1], rng, ys - centre[0], xs - centre[1], radius)
             if _hides_too_much(instances, inside, areas) or inside.sum() < 12 * scale**2:
                 continue
