@@ -1,6 +1,7 @@
 """Every file-based loader: small files written in its layout, read back; bad data; the real sets if present."""
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,9 @@ def test_folder_index_masks_by_stem(tmp_path):
         build_dataset("folder", tmp_path, "train")
     with pytest.raises(DataError, match="folder not found"):
         build_dataset("folder", tmp_path, "val", num_classes=3)
+    save(tmp_path / "train" / "images" / "x.png", rgb(2))
+    with pytest.raises(ValueError, match="two files share the stem 'x': x.jpg and x.png"):
+        build_dataset("folder", tmp_path, "train", num_classes=3)
 
 
 def test_folder_rgb_masks_with_palette(tmp_path):
@@ -228,3 +232,15 @@ def test_real_isbi2012():
     image, mask = val[0]
     assert image.shape == (1, 512, 512) and mask.shape == (512, 512)
     assert 0.6 < mask.float().mean() < 0.9  # about 78% of pixels are cell (label 1)
+
+
+def test_voc_aug_without_scipy_says_so(tmp_path, monkeypatch):
+    root = tmp_path / "dataset"
+    save(root / "img" / "a.jpg", rgb(9))
+    (root / "cls").mkdir()
+    (root / "cls" / "a.mat").write_bytes(b"")
+    (root / "train.txt").write_text("a\n")
+    dataset = build_dataset("voc_aug", root, "train")
+    monkeypatch.setitem(sys.modules, "scipy.io", None)  # makes "from scipy.io import ..." fail
+    with pytest.raises(ImportError, match="pip install scipy"):
+        dataset[0]

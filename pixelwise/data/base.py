@@ -165,8 +165,14 @@ def voc_palette(num_colors: int) -> list[list[int]]:
 
 def files_by_stem(directory: Path, suffixes: Sequence[str]) -> dict[str, Path]:
     """``{stem: path}`` for the files in ``directory`` whose suffix (lower-cased) is in ``suffixes``."""
-    return {path.stem: path for path in sorted(directory.iterdir())
-            if path.is_file() and path.suffix.lower() in suffixes}
+    found: dict[str, Path] = {}
+    for path in sorted(directory.iterdir()):
+        if path.is_file() and path.suffix.lower() in suffixes:
+            if path.stem in found:  # a.jpg beside a.png: which one the mask belongs to is a guess
+                raise ValueError(f"{directory}: two files share the stem {path.stem!r}: "
+                                 f"{found[path.stem].name} and {path.name}")
+            found[path.stem] = path
+    return found
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
