@@ -66,21 +66,22 @@ def dense_crf(probs: Tensor, image: Tensor | np.ndarray, *, iterations: int = 5,
     p = p / p.sum(1, keepdim=True)
     unary = -torch.log(p.clamp(_CLIP, 1.0)).permute(0, 2, 3, 1).reshape(-1, classes)
 
-    features, compats = [], []
-    for name, compat, feats in (
-        ("gaussian_compat", gaussian_compat, lambda: pixel_features(batch, height, width, gaussian_sxy, dtype=dtype,
-                                                 device=probs.device)),
-        ("bilateral_compat", bilateral_compat, lambda: pixel_features(batch, height, width, bilateral_sxy, images,
-                                                  bilateral_srgb, dtype=dtype, device=probs.device)),
-    ):
-        mu = _compatibility(name, compat, classes, dtype, probs.device)
-        if mu is not None:
-            features.append(feats())
-            compats.append(mu)
+    features, compats, keys = [], [], []
+    mu = _compatibility("gaussian_compat", gaussian_compat, classes, dtype, probs.device)
+    if mu is not None:
+        features.append(pixel_features(batch, height, width, gaussian_sxy, dtype=dtype, device=probs.device))
+        compats.append(mu)
+        keys.append(("smoothness", batch, height, width, float(gaussian_sxy), dtype))
+    mu = _compatibility("bilateral_compat", bilateral_compat, classes, dtype, probs.device)
+    if mu is not None:
+        features.append(pixel_features(batch, height, width, bilateral_sxy, images, bilateral_srgb, dtype=dtype,
+                                       device=probs.device))
+        compats.append(mu)
+        keys.append(None)
 
-    q = softmax_rows(-unary)
+    q = _softmax_rows(-unary)
     if features and iterations:
-        kernels = PairwiseKernels(features, exact=exact)
+        kernels = PairwiseKernels(features, exact=exact, cache_keys=keys)
         potts = all(isinstance(mu, float) for mu in compats)
         for _ in range(iterations):
             if potts:
@@ -90,20 +91,26 @@ def dense_crf(probs: Tensor, image: Tensor | np.ndarray, *, iterations: int = 5,
                 energy = -unary
                 for mu, f in zip(compats, filtered, strict=True):
                     energy = energy + (f * mu if isinstance(mu, float) else -(f @ mu))
-            q = softmax_rows(energy)
+            q = _softmax_rows(energy)
 
     out = q.view(batch, height, width, classes).permute(0, 3, 1, 2).to(probs.dtype).contiguous()
     return out[0] if single else out
 
 
-def softmax_rows(x: Tensor) -> Tensor:
-    """Softmax over the last dimension of a ``(P, C)`` tensor, returned contiguous.
+def _softmax_rows(x: Tensor) -> Tensor:
+    """Softmax over the last dimension of a ``(P, C)`` tensor, in place.
 
-    torch's CPU softmax over a short last dimension (C = 11) is an order of magnitude slower than over the
-    first dimension, so on CPU the reduction runs on the transposed copy."""
+    On CPU torch's softmax over a short last dimension (C = 11) is an order of magnitude slower than the
+    elementwise exponential, and so is the row maximum it subtracts. When the whole tensor spans less than 80
+    (no pixel can underflow to all zeros), one global shift is as safe: exp, then divide by the row sums,
+    which a matrix-vector product computes fast."""
     if x.is_cuda:
         return torch.softmax(x, 1)
-    return torch.softmax(x.t().contiguous(), 0).t().contiguous()
+    low, high = torch.aminmax(x)
+    if not float(high - low) < 80:
+        return torch.softmax(x, 1)
+    x.sub_(high).exp_()
+    return x.div_(x @ torch.ones(x.shape[1], 1, dtype=x.dtype, device=x.device))
 
 
 def _check_probs(probs: Tensor) -> Tensor:

@@ -10,7 +10,9 @@ On the lattice path the splats of all kernels are one sparse product, and so are
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -18,7 +20,7 @@ from torch import Tensor
 from .exact import gaussian_kernel_matrix
 from .lattice import PermutohedralLattice, csr_matrix
 
-__all__ = ["PairwiseKernels", "pixel_features"]
+__all__ = ["PairwiseKernels", "clear_cache", "pixel_features"]
 
 
 def pixel_features(batch: int, height: int, width: int, sxy: float, image: Tensor | None = None,
@@ -37,6 +39,45 @@ def pixel_features(batch: int, height: int, width: int, sxy: float, image: Tenso
     return torch.cat([positions, colours], -1)
 
 
+class _LatticeKernel(NamedTuple):
+    """One Gaussian kernel on the lattice: ``A = diag(norm) slice blur splat diag(norm)``."""
+
+    splat: Tensor  # (M, P) CSR: barycentric weights
+    blur: list[Tensor]  # d+1 (M, M) CSR
+    slice: Tensor  # (P, M) CSR: alpha * barycentric weights, d+1 entries per row
+    norm: Tensor  # (P,): (K 1)^-1/2
+
+
+def _lattice_kernel(features: Tensor) -> _LatticeKernel:
+    lattice = PermutohedralLattice(features)
+    ones = torch.ones(lattice.num_points, 1, dtype=lattice.dtype, device=lattice.device)
+    norm = torch.rsqrt(lattice.filter(ones).squeeze(1) + 1e-20)
+    return _LatticeKernel(lattice._splat, lattice._blur, lattice._slice, norm)
+
+
+# Kernels that do not depend on the image (the smoothness kernel depends only on the image size and sxy) are
+# kept for reuse across calls: on CPU only, where their build costs as much as two mean-field iterations.
+_CACHE: OrderedDict[tuple, _LatticeKernel] = OrderedDict()
+_CACHE_SIZE = 4
+
+
+def clear_cache() -> None:
+    """Forget the cached image-independent kernels."""
+    _CACHE.clear()
+
+
+def _kernel(features: Tensor, key: tuple | None) -> _LatticeKernel:
+    if key is None or features.device.type != "cpu":
+        return _lattice_kernel(features)
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    kernel = _CACHE[key] = _lattice_kernel(features)
+    if len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return kernel
+
+
 class PairwiseKernels:
     """Normalised Gaussian kernels ``A_k = D_k^-1/2 K_k D_k^-1/2`` over B images of P pixels each.
 
@@ -45,11 +86,16 @@ class PairwiseKernels:
             of one floating dtype, which the filtering uses.
         exact: filter with dense ``P x P`` kernel matrices (ground truth, small images only) instead of the
             permutohedral lattice.
+        cache_keys: optional, one per kernel: a hashable key that identifies the features completely (for
+            kernels independent of the image), under which a CPU kernel is cached across calls.
 
-    The lattices (or matrices) and normalisations are built here, once, and reused by every call.
+    The lattices (or matrices) and normalisations are built here, once, and reused by every call. The splats
+    of all kernels form one sparse matrix, their blur steps block-diagonal matrices, and their slices (with
+    any fixed weights folded in) one more: a filtering is a handful of sparse products whatever K.
     """
 
-    def __init__(self, features: Sequence[Tensor], exact: bool = False) -> None:
+    def __init__(self, features: Sequence[Tensor], exact: bool = False,
+                 cache_keys: Sequence[tuple | None] | None = None) -> None:
         if not features:
             raise ValueError("need at least one kernel")
         self.batch_size, self.points_per_image = features[0].shape[:2]
@@ -66,22 +112,14 @@ class PairwiseKernels:
                 self._matrices.append(norm * k * norm.transpose(1, 2))
             return
 
-        ones = torch.ones(self.num_points, 1, dtype=self.dtype, device=self.device)
-        splats, blurs, slices = [], [], []
-        for f in features:
-            lattice = PermutohedralLattice(f)
-            norm = torch.rsqrt(lattice.filter(ones).squeeze(1) + 1e-20)
-            splat, blur, slice_ = lattice.matrices(point_scale=norm, slice_scale=norm)
-            splats.append(splat)
-            blurs.append(blur)
-            slices.append(slice_)
-        self.num_vertices = [s.shape[0] for s in splats]
-        self._slices = slices
-        self._splat = _stack_rows(splats)                                   # (sum M_k) x P
-        self._blur = _block_diagonal_steps(blurs)                           # each (sum M_k) x (sum M_k)
-        self._slice_each = _stack_rows(_shift_columns(slices, self.num_vertices))  # (K P) x (sum M_k)
-        self._transposed = None
-        self._weighted = {}
+        keys = cache_keys or [None] * len(features)
+        self._kernels = [_kernel(f, key) for f, key in zip(features, keys, strict=True)]
+        self.num_vertices = [k.splat.shape[0] for k in self._kernels]
+        self._splat = _stacked_splats(self._kernels)  # (sum M_k) x P, norms folded in
+        self._blur = _block_diagonal_steps([k.blur for k in self._kernels])
+        self._weighted: dict[tuple[float, ...], Tensor] = {}
+        self._slice_each: Tensor | None = None
+        self._transposed: tuple[Tensor, Tensor] | None = None
 
     # ------------------------------------------------------------------ public
     def filter(self, q: Tensor) -> Tensor:
@@ -100,8 +138,8 @@ class PairwiseKernels:
             return torch.einsum("k,kpc->pc", torch.tensor(weights, dtype=q.dtype, device=q.device),
                                 self.filter(q))
         if weights not in self._weighted:
-            scaled = [_scale_values(s, w) for s, w in zip(self._slices, weights, strict=True)]
-            self._weighted[weights] = _stack_columns_uniform(scaled, self.num_vertices)
+            self._weighted[weights] = _slices_side_by_side(
+                self._kernels, [w * k.norm for w, k in zip(weights, self._kernels, strict=True)])
         return self._weighted[weights] @ self._blurred(self._splat @ q)
 
     # ------------------------------------------------------------------ lattice internals
@@ -111,30 +149,23 @@ class PairwiseKernels:
         return x
 
     def _apply(self, q: Tensor) -> Tensor:
+        if self._slice_each is None:
+            self._slice_each = _slices_stacked(self._kernels)
         out = self._slice_each @ self._blurred(self._splat @ q.contiguous())
         return out.view(self.num_kernels, self.num_points, -1)
 
     def _apply_transpose(self, grad: Tensor) -> Tensor:
-        # (slice B splat)^T = splat^T B^T slice^T: splat^T has the layout of the slices side by side, slice^T
-        # that of the splats block-diagonally; B^T is the blur steps in reverse order.
+        # (slice B splat)^T = splat^T B^T slice^T: slice^T is the splats block-diagonally, splat^T the slices
+        # side by side, and B^T the blur steps in reverse order.
         if self._transposed is None:
-            splats = self._split_splat()
-            self._transposed = (_stack_rows(_shift_columns(splats, [self.num_points] * len(splats))),
-                                _stack_columns_uniform(self._slices, self.num_vertices))
+            offsets = torch.cat([torch.full_like(k.splat.col_indices(), i * self.num_points)
+                                 for i, k in enumerate(self._kernels)])
+            splat_t = csr_matrix(self._splat.crow_indices(), self._splat.col_indices() + offsets,
+                                 self._splat.values(), (sum(self.num_vertices), self.num_kernels * self.num_points))
+            self._transposed = (splat_t, _slices_side_by_side(self._kernels, [k.norm for k in self._kernels]))
         splat_t, slice_t = self._transposed
         x = splat_t @ grad.reshape(self.num_kernels * self.num_points, -1).contiguous()
         return slice_t @ self._blurred(x, transpose=True)
-
-    def _split_splat(self) -> list[Tensor]:
-        """The per-kernel splat matrices (row blocks of the stacked splat)."""
-        crow, col, val = self._splat.crow_indices(), self._splat.col_indices(), self._splat.values()
-        parts, row = [], 0
-        for m in self.num_vertices:
-            lo, hi = int(crow[row]), int(crow[row + m])
-            parts.append(csr_matrix(crow[row:row + m + 1] - lo, col[lo:hi], val[lo:hi],
-                                  (m, self.num_points)))
-            row += m
-        return parts
 
 
 class _LatticeFilter(torch.autograd.Function):
@@ -153,6 +184,55 @@ class _LatticeFilter(torch.autograd.Function):
 
 
 # ---------------------------------------------------------------------- CSR assembly
+def _stacked_splats(kernels: Sequence[_LatticeKernel]) -> Tensor:
+    """``[S_1 diag(n_1); ...; S_K diag(n_K)]``: the splats one above the other, normalisations folded in."""
+    crows, offset = [kernels[0].splat.crow_indices()[:1]], 0
+    for k in kernels:
+        crows.append(k.splat.crow_indices()[1:] + offset)
+        offset += k.splat.values().numel()
+    values = torch.empty(offset, dtype=kernels[0].norm.dtype, device=kernels[0].norm.device)
+    start = 0
+    for k in kernels:
+        stop = start + k.splat.values().numel()
+        torch.mul(k.splat.values(), k.norm[k.splat.col_indices()], out=values[start:stop])
+        start = stop
+    rows = sum(k.splat.shape[0] for k in kernels)
+    return csr_matrix(torch.cat(crows), torch.cat([k.splat.col_indices() for k in kernels]), values,
+                      (rows, kernels[0].splat.shape[1]))
+
+
+def _slices_side_by_side(kernels: Sequence[_LatticeKernel], row_scales: Sequence[Tensor]) -> Tensor:
+    """``[diag(s_1) T_1, ..., diag(s_K) T_K]`` (P x sum M_k) for slices T_k with d_k+1 entries per row."""
+    points = kernels[0].slice.shape[0]
+    widths = [k.slice.values().numel() // points for k in kernels]
+    cols = torch.empty(points, sum(widths), dtype=torch.long, device=kernels[0].norm.device)
+    values = torch.empty(points, sum(widths), dtype=kernels[0].norm.dtype, device=kernels[0].norm.device)
+    start, offset = 0, 0
+    for k, width, scale in zip(kernels, widths, row_scales, strict=True):
+        torch.add(k.slice.col_indices().view(points, width), offset, out=cols[:, start:start + width])
+        torch.mul(k.slice.values().view(points, width), scale.unsqueeze(1), out=values[:, start:start + width])
+        start += width
+        offset += k.slice.shape[1]
+    crow = torch.arange(0, cols.numel() + 1, cols.shape[1], device=cols.device)
+    return csr_matrix(crow, cols.view(-1), values.view(-1), (points, offset))
+
+
+def _slices_stacked(kernels: Sequence[_LatticeKernel]) -> Tensor:
+    """``[diag(n_1) T_1, 0, ...; 0, diag(n_2) T_2, ...]`` (K P x sum M_k): each kernel's normalised slice in
+    its own rows and columns, so one product gives every kernel's output."""
+    crows, cols, values, nnz, offset = [], [], [], 0, 0
+    for k in kernels:
+        crow = k.slice.crow_indices()
+        crows.append((crow if not crows else crow[1:]) + nnz)
+        cols.append(k.slice.col_indices() + offset)
+        points = k.slice.shape[0]
+        values.append((k.slice.values().view(points, -1) * k.norm.unsqueeze(1)).view(-1))
+        nnz += k.slice.values().numel()
+        offset += k.slice.shape[1]
+    rows = sum(k.slice.shape[0] for k in kernels)
+    return csr_matrix(torch.cat(crows), torch.cat(cols), torch.cat(values), (rows, offset))
+
+
 def _stack_rows(mats: Sequence[Tensor]) -> Tensor:
     """Matrices with equal column counts, one above the other."""
     crows, offset = [mats[0].crow_indices()[:1]], 0
@@ -161,33 +241,7 @@ def _stack_rows(mats: Sequence[Tensor]) -> Tensor:
         offset += m.values().numel()
     rows = sum(m.shape[0] for m in mats)
     return csr_matrix(torch.cat(crows), torch.cat([m.col_indices() for m in mats]),
-                torch.cat([m.values() for m in mats]), (rows, mats[0].shape[1]))
-
-
-def _shift_columns(mats: Sequence[Tensor], widths: Sequence[int]) -> list[Tensor]:
-    """Give matrix k the columns after those of matrices 0..k-1 (for block-diagonal stacking)."""
-    out, offset, total = [], 0, sum(widths)
-    for m, w in zip(mats, widths, strict=True):
-        out.append(csr_matrix(m.crow_indices(), m.col_indices() + offset, m.values(), (m.shape[0], total)))
-        offset += w
-    return out
-
-
-def _stack_columns_uniform(mats: Sequence[Tensor], widths: Sequence[int]) -> Tensor:
-    """Matrices with equal row counts and a fixed number of entries per row, side by side."""
-    rows = mats[0].shape[0]
-    cols, vals, offset = [], [], 0
-    for m, w in zip(mats, widths, strict=True):
-        cols.append(m.col_indices().view(rows, -1) + offset)
-        vals.append(m.values().view(rows, -1))
-        offset += w
-    col, val = torch.cat(cols, 1), torch.cat(vals, 1)
-    crow = torch.arange(0, col.numel() + 1, col.shape[1], device=col.device)
-    return csr_matrix(crow, col.reshape(-1), val.reshape(-1), (rows, offset))
-
-
-def _scale_values(m: Tensor, scale: float) -> Tensor:
-    return csr_matrix(m.crow_indices(), m.col_indices(), m.values() * scale, tuple(m.shape))
+                      torch.cat([m.values() for m in mats]), (rows, mats[0].shape[1]))
 
 
 def _identity(n: int, like: Tensor) -> Tensor:
@@ -198,9 +252,17 @@ def _identity(n: int, like: Tensor) -> Tensor:
 def _block_diagonal_steps(blurs: Sequence[Sequence[Tensor]]) -> list[Tensor]:
     """Blur step j of every kernel as one block-diagonal matrix; a kernel with fewer directions (lower d)
     contributes the identity to the extra steps."""
+    if len(blurs) == 1:
+        return list(blurs[0])
     sizes = [b[0].shape[0] for b in blurs]
+    total = sum(sizes)
     steps = []
     for j in range(max(len(b) for b in blurs)):
-        blocks = [b[j] if j < len(b) else _identity(n, b[0].values()) for b, n in zip(blurs, sizes, strict=True)]
-        steps.append(_stack_rows(_shift_columns(blocks, sizes)))
+        blocks, offset = [], 0
+        for b, n in zip(blurs, sizes, strict=True):
+            block = b[j] if j < len(b) else _identity(n, b[0].values())
+            blocks.append(csr_matrix(block.crow_indices(), block.col_indices() + offset, block.values(),
+                                     (n, total)))
+            offset += n
+        steps.append(_stack_rows(blocks))
     return steps

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import warnings
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -30,6 +31,8 @@ __all__ = ["PermutohedralLattice", "csr_matrix"]
 
 # Vertex keys are packed into one int64 per vertex; this many bits are usable.
 _CODE_BITS = 62
+# Points per chunk of the embedding.
+_CHUNK = 1 << 16
 
 
 class PermutohedralLattice:
@@ -57,7 +60,7 @@ class PermutohedralLattice:
         batch, points, d = features.shape
         self.batch_size = batch
         self.points_per_set = points
-        self.num_points = batch * points
+        self.num_points = n = batch * points
         self.dim = d
         self.dtype = features.dtype
         self.device = features.device
@@ -66,80 +69,80 @@ class PermutohedralLattice:
 
         # The geometry is computed in float32 whatever the dtype, as the reference does, so that float64
         # values (gradchecks) are filtered on exactly the lattice of their float32 counterparts.
-        rem0, rank, weights = _embed(features.reshape(-1, d).float())
-        weights = weights.to(self.dtype)
-        set_index = torch.arange(batch, device=self.device).repeat_interleave(points)
-        codes, encode = _vertex_codes(rem0, rank, set_index)
-        self._build(codes, weights, encode, d)
+        flat = features.reshape(n, d).float()
+        layout = _KeyLayout(flat, batch)
+        codes = torch.empty(d + 1, n, dtype=torch.long, device=self.device)
+        weights = torch.empty(d + 1, n, dtype=self.dtype, device=self.device)
+        # Chunks keep the many temporaries of the embedding small and cache-resident.
+        for start in range(0, n, _CHUNK):
+            stop = min(start + _CHUNK, n)
+            sets = torch.arange(start, stop, device=self.device) // points
+            codes[:, start:stop], weights[:, start:stop] = _embed(flat[start:stop], layout, sets)
+        self._build(codes.view(-1), weights.view(-1), layout)
 
     # ------------------------------------------------------------------ construction
-    def _build(self, codes: Tensor, weights: Tensor, encode, d: int) -> None:
-        """Number the vertices, build the splat/slice matrices and the blur neighbour matrices."""
-        n, dp1 = self.num_points, d + 1
-        # Entries are (remainder r, point p) pairs in r-major order; along the points of one remainder the
-        # vertex rarely changes (neighbouring pixels share simplices), so dedupe runs before sorting.
-        flat_codes = codes.reshape(-1)
-        flat_weights = weights.reshape(-1)
-        total = flat_codes.numel()
-        run_start = torch.ones(total, dtype=torch.bool, device=self.device)
-        run_start[1:] = flat_codes[1:] != flat_codes[:-1]
-        starts = run_start.nonzero().squeeze(1)
-        lengths = torch.diff(starts, append=starts.new_tensor([total]))
-        run_codes = flat_codes[starts]
+    def _build(self, codes: Tensor, weights: Tensor, layout: _KeyLayout) -> None:
+        """Number the vertices; build the splat and slice matrices and the blur matrices.
 
-        sorted_codes, order = torch.sort(run_codes)
-        new_vertex = torch.ones_like(sorted_codes, dtype=torch.bool)
-        new_vertex[1:] = sorted_codes[1:] != sorted_codes[:-1]
-        vertex_of_sorted_run = new_vertex.cumsum(0) - 1
-        unique_codes = sorted_codes[new_vertex]
-        m = unique_codes.numel()
-        self.num_vertices = m
+        ``codes`` and ``weights`` hold one entry per (remainder r, point p), r-major (entry e = r n + p)."""
+        n, d, dev = self.num_points, self.dim, self.device
+        total = codes.numel()
+        sorted_codes, order = _sort(codes, layout.bits)
+        new_group = torch.empty(total, dtype=torch.bool, device=dev)
+        new_group[0] = True
+        torch.ne(sorted_codes[1:], sorted_codes[:-1], out=new_group[1:])
+        group_start = new_group.nonzero().squeeze(1)
+        m = self.num_vertices = group_start.numel()
+        unique_codes = sorted_codes[group_start]
+        del sorted_codes
+        group = torch.cumsum(new_group, 0)
+        group -= 1
 
-        # Renumber vertices by the first point touching them (as a hash table filled in pixel order does):
-        # rows of the splat matrix then follow the image and stay cache-friendly.
-        first_point = torch.full((m,), total, dtype=torch.long, device=self.device)
-        first_point.scatter_reduce_(0, vertex_of_sorted_run, starts[order] % n, reduce="amin")
-        vertex_rank = torch.empty_like(first_point)
-        vertex_rank[torch.argsort(first_point)] = torch.arange(m, device=self.device)
-        run_vertex = torch.empty_like(starts)
-        run_vertex[order] = vertex_rank[vertex_of_sorted_run]
+        # Number vertices in the order the entries first touch them (as a hash table filled in pixel order
+        # does), not in code order: the splat then sweeps the image coherently, which is ~1.5x faster. The sort
+        # is stable, so a group's first entry is its smallest.
+        vertex_of_group = torch.empty(m, dtype=torch.long, device=dev)
+        vertex_of_group[torch.argsort(order[group_start])] = torch.arange(m, device=dev)
+        vertex = vertex_of_group[group]
 
-        # Slice matrix (points x vertices): row p holds point p's d+1 vertices and barycentric weights.
-        entry_vertex = torch.repeat_interleave(run_vertex, lengths, output_size=total)
-        offsets = entry_vertex.view(dp1, n).t().contiguous()
-        self.offsets = offsets
-        self.weights = weights.t().contiguous()
-        crow = torch.arange(0, total + 1, dp1, device=self.device)
-        self._slice = csr_matrix(crow, offsets.view(-1), self.weights.view(-1) * self.alpha,
-                                              (n, m))
+        # Slice (points x vertices): row p holds point p's d+1 vertices and barycentric weights (times alpha).
+        entry_vertex = torch.empty(total, dtype=torch.long, device=dev)
+        entry_vertex[order] = vertex
+        offsets = entry_vertex.view(d + 1, n).t().reshape(-1)
+        slice_weights = weights.view(d + 1, n).t() * self.alpha
+        crow = torch.arange(0, total + 1, d + 1, device=dev)
+        self._slice = csr_matrix(crow, offsets, slice_weights.reshape(-1), (n, m))
+        del entry_vertex, offsets
 
-        # Splat matrix (vertices x points) = the slice matrix transposed, built directly in CSR: group the runs
-        # by their new vertex number and expand each run back into its entries.
-        by_vertex = torch.argsort(run_vertex)
-        run_len = lengths[by_vertex]
-        run_first = starts[by_vertex]
-        run_offset = torch.cumsum(run_len, 0) - run_len
-        entries = torch.repeat_interleave(run_first - run_offset, run_len, output_size=total)
-        entries += torch.arange(total, device=self.device)
-        counts = torch.zeros(m, dtype=torch.long, device=self.device)
-        counts.scatter_add_(0, run_vertex, lengths)
-        splat_crow = torch.zeros(m + 1, dtype=torch.long, device=self.device)
+        # Splat (vertices x points), the slice transposed, directly in CSR: entry i of the sorted order goes
+        # to row vertex[i], after the entries of its group that precede it.
+        counts = torch.empty(m, dtype=torch.long, device=dev)
+        counts[vertex_of_group] = torch.diff(group_start, append=group_start.new_tensor([total]))
+        splat_crow = torch.zeros(m + 1, dtype=torch.long, device=dev)
         torch.cumsum(counts, 0, out=splat_crow[1:])
-        self._splat = csr_matrix(splat_crow, entries % n, flat_weights[entries], (m, n))
+        position = torch.arange(total, device=dev)
+        position -= group_start[group]
+        position += splat_crow[vertex]
+        del group, vertex
+        columns = torch.empty(total, dtype=torch.long, device=dev)
+        columns[position] = order - n * torch.div(order, n, rounding_mode="floor")
+        values = torch.empty(total, dtype=self.dtype, device=dev)
+        values[position] = weights[order]
+        self._splat = csr_matrix(splat_crow, columns, values, (m, n))
+        del position, order
 
-        # Blur: neighbours along direction j differ by a fixed key offset, hence by a fixed code offset.
-        sorted_to_new = vertex_rank
+        # Blur: the neighbour along direction j has the key + (-1, ..., -1, d, -1, ...), d at j (all -1 for
+        # j = d): a fixed key step, hence a fixed code step.
         self._blur = []
-        for j in range(dp1):
-            step = torch.full((d,), -1, dtype=torch.long)
+        for j in range(d + 1):
+            step = [-1] * d
             if j < d:
                 step[j] = d
-            query = unique_codes + encode(step)
-            found_at = torch.searchsorted(unique_codes, query).clamp_(max=m - 1)
+            query = unique_codes + layout.step(step)
+            found_at = _searchsorted(unique_codes, query).clamp_(max=m - 1)
             found = unique_codes[found_at] == query
-            a = sorted_to_new[found]
-            b = sorted_to_new[found_at[found]]
-            self._blur.append(_blur_matrix(a, b, m, self.dtype))
+            self._blur.append(_blur_matrix(vertex_of_group[found], vertex_of_group[found_at[found]], m,
+                                           self.dtype))
 
     # ------------------------------------------------------------------ filtering
     def splat(self, values: Tensor) -> Tensor:
@@ -168,112 +171,163 @@ class PermutohedralLattice:
         out = self.slice(self.blur(self.splat(values.contiguous()), transpose))
         return out.reshape(shape)
 
-    def matrices(self, point_scale: Tensor | None = None, slice_scale: Tensor | None = None):
-        """The (splat, blur list, slice) CSR matrices, with optional per-point scales folded in.
-
-        ``point_scale`` (P,) multiplies the values before splatting, ``slice_scale`` (P,) the sliced result:
-        folding them in saves two elementwise passes per filtering (used by the normalised CRF kernels).
-        """
-        splat, slice_ = self._splat, self._slice
-        if point_scale is not None:
-            splat = _scale_columns(splat, point_scale)
-        if slice_scale is not None:
-            slice_ = _scale_rows(slice_, slice_scale)
-        return splat, list(self._blur), slice_
-
 
 # ---------------------------------------------------------------------- geometry
+def _float32(x: float) -> float:
+    return float(torch.tensor(x, dtype=torch.float32))
+
+
+def _scale_factors(d: int) -> list[float]:
+    """The diagonal of E's scaling (p.5 in the paper), for a filter of standard deviation 1 (p.6), rounded to
+    float32 exactly as the reference computes them."""
+    inv_std_dev = _float32(math.sqrt(2.0 / 3.0) * (d + 1))
+    return [_float32(1.0 / math.sqrt((i + 2) * (i + 1)) * inv_std_dev) for i in range(d)]
+
+
+
 # Coordinates are kept as rows of (d+1, P) tensors and looped over in Python: d is small, and torch's CPU
 # kernels are far faster on long contiguous rows than on reductions over a short last dimension.
-def _embed(features: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Find each point's enclosing simplex.
+def _embed(features: Tensor, layout: _KeyLayout, sets: Tensor) -> tuple[Tensor, Tensor]:
+    """Find each point's enclosing simplex: the codes (d+1, P) of its d+1 vertices and their barycentric
+    weights (d+1, P).
 
-    Returns ``rem0`` (d+1, P) int64, the remainder-0 vertex of the simplex; ``rank`` (d+1, P) int64, the
-    permutation that orders the simplex's vertices; and the barycentric ``weights`` (d+1, P) of vertices
-    r = 0..d. Mirrors the float32 arithmetic of Krähenbühl's permutohedral.cpp step by step (elevation,
-    rounding with ties to even, ranking with index tie-break, barycentric weights), so a point exactly on a
-    simplex boundary is put on the same side.
+    Mirrors the float32 arithmetic of Krähenbühl's permutohedral.cpp (elevation, rounding with ties to even,
+    ranking with the earlier coordinate first on ties, barycentric weights), so that a point on a simplex
+    boundary is put on the same side. Works on float buffers with ``out=``: torch's comparisons into bool
+    tensors and its broadcasts are several times slower on CPU.
     """
     p, d = features.shape
-    dt, dev = features.dtype, features.device
-    inv_std_dev = float(torch.tensor(math.sqrt(2.0 / 3.0) * (d + 1), dtype=torch.float32))
-    scale = [float(torch.tensor(1.0 / math.sqrt((i + 2) * (i + 1)) * inv_std_dev, dtype=dt)) for i in range(d)]
-    down = float(torch.tensor(1.0 / (d + 1), dtype=torch.float32))
+    dev = features.device
+    scale = _scale_factors(d)
+    down = _float32(1.0 / (d + 1))
     f = features.t()
+    tmp = torch.empty(p, device=dev)
 
     # Elevate onto the plane x . 1 = 0 of R^(d+1) (E in the paper): y_j = sum_{k>=j} c_k - j c_{j-1}.
-    elevated = torch.empty(d + 1, p, dtype=dt, device=dev)
-    running = torch.zeros(p, dtype=dt, device=dev)
+    elevated = torch.empty(d + 1, p, device=dev)
+    running = torch.zeros(p, device=dev)
+    cf = torch.empty(p, device=dev)
     for j in range(d, 0, -1):
-        cf = f[j - 1] * scale[j - 1]
-        torch.sub(running, cf * j, out=elevated[j])
-        running = running + cf
+        torch.mul(f[j - 1], scale[j - 1], out=cf)
+        torch.mul(cf, j, out=tmp)
+        torch.sub(running, tmp, out=elevated[j])
+        running += cf
     elevated[0] = running
 
-    # Nearest remainder-0 lattice point (coordinates multiples of d+1)...
-    rounded = torch.round(elevated * down)
+    # The nearest remainder-0 lattice point (coordinates multiples of d+1)...
+    rounded = torch.mul(elevated, down)
+    rounded.round_()
     rem0 = rounded * (d + 1)
-    coordinate_sum = rounded.sum(0).long()
+    coordinate_sum = rounded.sum(0)
     diff = elevated - rem0
-    # ... then the simplex containing the point: the rank of each coordinate of the difference (descending,
-    # the earlier coordinate first on ties).
-    rank = torch.zeros(d + 1, p, dtype=torch.long, device=dev)
+    # ... and the simplex around the point: the rank of each coordinate of the difference (descending).
+    # rank[j] counts the earlier coordinates not smaller than coordinate j, and the later ones larger.
+    rank = torch.arange(d + 1, dtype=torch.float32, device=dev).unsqueeze(1).repeat(1, p)
     for i in range(d):
         for j in range(i + 1, d + 1):
-            smaller = diff[i] < diff[j]
-            rank[i] += smaller
-            rank[j] += ~smaller
+            torch.lt(diff[i], diff[j], out=tmp)
+            rank[i] += tmp
+            rank[j] -= tmp
     # Points off the plane (coordinate_sum != 0) are brought back by wrapping the ranks.
     rank += coordinate_sum
-    wrap = (rank < 0).long() - (rank > d).long()
-    rank += wrap * (d + 1)
-    rem0 += wrap.to(dt) * (d + 1)
+    wrap = torch.empty_like(rank)
+    torch.lt(rank, 0, out=wrap)
+    torch.gt(rank, d, out=diff)
+    wrap -= diff
+    wrap *= d + 1
+    rank += wrap
+    rem0 += wrap
 
-    # Barycentric coordinates (p.10 in the paper).
-    v = (elevated - rem0) * down
-    bary = torch.zeros(d + 2, p, dtype=dt, device=dev)
-    bary.scatter_add_(0, d - rank, v)
-    bary.scatter_add_(0, d - rank + 1, -v)
-    bary[0] = bary[0] + (1 + bary[d + 1])
-    return rem0.long(), rank, bary[: d + 1]
+    # Barycentric coordinates (p.10 in the paper): with v_k the value of the coordinate of rank k,
+    # b_p = v_(d-p) - v_(d-p+1) for p >= 1 and b_0 = v_d + (1 - v_0).
+    v = torch.sub(elevated, rem0, out=elevated)
+    v *= down
+    by_rank = torch.zeros(d + 1, p, device=dev)
+    for k in range(d + 1):
+        for i in range(d + 1):
+            torch.eq(rank[i], k, out=tmp)
+            by_rank[k].addcmul_(tmp, v[i])
+    weights = torch.empty(d + 1, p, device=dev)
+    for q in range(1, d + 1):
+        torch.sub(by_rank[d - q], by_rank[d - q + 1], out=weights[q])
+    torch.sub(1, by_rank[0], out=tmp)
+    torch.add(by_rank[d], tmp, out=weights[0])
+    return layout.codes(rem0, rank, sets), weights
 
 
-def _vertex_codes(rem0: Tensor, rank: Tensor, set_index: Tensor):
-    """Pack the key of every vertex of every simplex (and its point set) into one int64, linearly, so that a
-    fixed step between keys is a fixed step between codes. Returns the codes (d+1, P), vertex r of point p at
-    [r, p], and the encoder of a key step.
+class _KeyLayout:
+    """Packs a vertex key (its first d coordinates; the last is minus their sum) and its point set into one
+    non-negative int64, linearly, so that a fixed step between keys is a fixed step between codes.
 
-    Vertex r's key is ``rem0 + canonical[r]`` permuted by rank, with ``canonical[r][k] = r - (d+1) [k > d - r]``
-    (only the first d coordinates: the last one is minus their sum)."""
-    d = rem0.shape[0] - 1
-    # Keys lie within d+1 of rem0, their neighbours within d more: pad the ranges so nothing wraps.
-    low = rem0[:d].amin(1) - 2 * (d + 1)
-    high = rem0[:d].amax(1) + 2 * (d + 1)
-    extent = (high - low + 1).tolist()
-    sets = int(set_index[-1]) + 1
-    bits = sum(math.log2(e) for e in extent) + math.log2(sets)
-    if bits > _CODE_BITS:
-        raise ValueError(
-            f"the features span too large a range for the lattice's {_CODE_BITS}-bit vertex keys "
-            f"({bits:.0f} bits needed); use larger standard deviations or fewer images per batch")
-    strides = [1]
-    for e in extent:
-        strides.append(strides[-1] * e)
+    The key ranges are bounded from the features' ranges (the elevation is linear), with room for rounding,
+    the simplex's own vertices and their blur neighbours, so the codes are computed chunk by chunk."""
 
-    base = set_index * strides[d]
-    for i in range(d):
-        base = base + (rem0[i] - int(low[i])) * strides[i]
-    codes = torch.empty(d + 1, rem0.shape[1], dtype=torch.long, device=rem0.device)
-    for r in range(d + 1):
-        code = base + r * sum(strides[:d])
+    def __init__(self, features: Tensor, sets: int) -> None:
+        d = features.shape[1]
+        if not torch.isfinite(features).all():
+            raise ValueError("features must be finite")
+        scale = _scale_factors(d)
+        low_f, high_f = features.amin(0).tolist(), features.amax(0).tolist()
+        lo = [a * s for a, s in zip(low_f, scale, strict=True)]
+        hi = [b * s for b, s in zip(high_f, scale, strict=True)]
+        pad = 4 * (d + 1)
+        self.low, extent = [], []
+        for j in range(d):
+            e_lo, e_hi = sum(lo[j:]), sum(hi[j:])
+            if j > 0:
+                e_lo, e_hi = sum(lo[j:]) - j * hi[j - 1], sum(hi[j:]) - j * lo[j - 1]
+            self.low.append(math.floor(e_lo) - pad)
+            extent.append(math.ceil(e_hi) + pad - self.low[-1] + 1)
+        self.strides = [1]
+        for e in extent:
+            self.strides.append(self.strides[-1] * e)
+        self.bits = math.log2(self.strides[-1] * sets)
+        if self.bits > _CODE_BITS:
+            raise ValueError(
+                f"the features span too large a range for the lattice's {_CODE_BITS}-bit vertex keys "
+                f"({self.bits:.0f} bits needed); use larger standard deviations or fewer images per batch")
+
+    def codes(self, rem0: Tensor, rank: Tensor, sets: Tensor) -> Tensor:
+        """The codes (d+1, P) of the d+1 vertices of each point's simplex, from its remainder-0 point and ranks
+        (float32, d+1 rows each): vertex r's key is rem0 plus ``canonical[r]`` permuted by rank, where
+        ``canonical[r][k] = r - (d+1) [k > d - r]``. Computed in float64 (exact below 2^53, and fast) when the
+        codes fit, else in int64."""
+        d = rem0.shape[0] - 1
+        dtype = torch.float64 if self.bits <= 52 else torch.long
+        base = sets.to(dtype) * self.strides[d]
         for i in range(d):
-            code -= (rank[i] > d - r).long() * ((d + 1) * strides[i])
-        codes[r] = code
+            base += (rem0[i].to(dtype) - self.low[i]) * self.strides[i]
+        codes = torch.empty(d + 1, rem0.shape[1], dtype=dtype, device=rem0.device)
+        step = torch.empty(rem0.shape[1], dtype=dtype, device=rem0.device)
+        for r in range(d + 1):
+            torch.add(base, r * sum(self.strides[:d]), out=codes[r])
+            for i in range(d):
+                if r > 0:  # rank <= d: no coordinate is above d - 0
+                    torch.gt(rank[i], d - r, out=step)
+                    codes[r].sub_(step, alpha=(d + 1) * self.strides[i])
+        return codes.long()
 
-    def encode(step: Tensor) -> int:
-        return sum(int(s) * strides[i] for i, s in enumerate(step))
+    def step(self, key_step: list[int]) -> int:
+        return sum(k * s for k, s in zip(key_step, self.strides, strict=False))
 
-    return codes, encode
+
+def _sort(codes: Tensor, bits: float) -> tuple[Tensor, Tensor]:
+    """Stable sort of non-negative int64 codes: (sorted codes, order). On CPU the entry index is packed into
+    the low bits and numpy's sort (vectorised with AVX-512 where available) sorts values only: several times
+    faster than torch.sort with indices."""
+    index_bits = max(1, (codes.numel() - 1).bit_length())
+    if codes.is_cuda or math.ceil(bits) + index_bits > 63:
+        return torch.sort(codes, stable=True)
+    packed = torch.arange(codes.numel(), device=codes.device)
+    packed |= codes << index_bits
+    packed = torch.from_numpy(np.sort(packed.numpy()))
+    return packed >> index_bits, packed & ((1 << index_bits) - 1)
+
+
+def _searchsorted(sorted_values: Tensor, query: Tensor) -> Tensor:
+    if sorted_values.is_cuda:
+        return torch.searchsorted(sorted_values, query)
+    return torch.from_numpy(np.searchsorted(sorted_values.numpy(), query.numpy()))
 
 
 def _blur_matrix(a: Tensor, b: Tensor, m: int, dtype: torch.dtype) -> Tensor:
@@ -295,19 +349,13 @@ def _blur_matrix(a: Tensor, b: Tensor, m: int, dtype: torch.dtype) -> Tensor:
     return csr_matrix(crow, cols, values, (m, m))
 
 
-def _scale_columns(csr: Tensor, scale: Tensor) -> Tensor:
-    return csr_matrix(csr.crow_indices(), csr.col_indices(),
-                                   csr.values() * scale[csr.col_indices()], tuple(csr.shape))
-
-
-def _scale_rows(csr: Tensor, scale: Tensor) -> Tensor:
-    crow = csr.crow_indices()
-    row = torch.repeat_interleave(scale, torch.diff(crow), output_size=csr.values().numel())
-    return csr_matrix(crow, csr.col_indices(), csr.values() * row, tuple(csr.shape))
-
-
 def csr_matrix(crow: Tensor, col: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
-    """A sparse CSR tensor from its three arrays (torch's CSR support works, but warns that it is beta)."""
+    """A sparse CSR tensor from its three arrays (torch's CSR support works, but warns that it is beta).
+
+    Indices are stored as int32 where they fit: MKL and cuSPARSE take them as they are, while int64 indices
+    are converted on every product."""
+    if max(values.numel(), *shape) < 2**31:
+        crow, col = crow.int(), col.int()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(crow, col, values, size=shape, check_invariants=False)
