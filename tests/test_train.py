@@ -98,7 +98,7 @@ def test_quickstart_and_train_commands_end_to_end(tmp_path, capsys):
              "--set", "model.options.base_channels=4", "--set", "train.progress=false", "--set", "eval.plot_images=1"]
     assert main(["quickstart", "--out", str(tmp_path / "quick"), *small]) == 0
     printed = capsys.readouterr().out
-    assert "model reloaded from" in printed and "\nring " in printed and "\nmean " in printed
+    assert "model reloaded from" in printed and "\ntriangle " in printed and "\nmean " in printed
     assert (tmp_path / "quick" / "examples.png").is_file()
 
     recipe = tmp_path / "tiny.yaml"

@@ -32,7 +32,11 @@ def train_sampler(num_samples: int, seed: int, start_step: int, images_per_step:
 
 
 def wrap_model(model: nn.Module) -> nn.Module:
-    """The module the training loop calls (DistributedDataParallel(model) under DDP)."""
+    """The module the training loop calls (DistributedDataParallel(model) under DDP).
+
+    Under DDP with ``train.accumulate > 1``, ``train_step`` should also skip the gradient all-reduce of
+    all but the last micro-batch (``model.no_sync()``); today it has nothing to skip.
+    """
     return model
 
 

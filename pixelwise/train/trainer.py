@@ -94,17 +94,21 @@ def build_model(config: Config, dataset: Dataset) -> nn.Module:
     return create_model(config.model.name, dataset.num_classes, **options)
 
 
-def class_weights(config: Config, dataset: Dataset) -> torch.Tensor | None:
-    """The loss's class weights: None, the configured list, or SegNet's median-frequency balancing."""
+def class_weights(config: Config, num_classes: int) -> torch.Tensor | None:
+    """The loss's class weights: None, the configured list, or SegNet's median-frequency balancing.
+
+    Median frequencies are counted on the un-augmented training split (crops and padding would skew them).
+    """
     weights = config.loss.class_weights
     if weights is None:
         return None
     if weights == "median_frequency":
         from pixelwise.data import median_frequency_weights
 
-        return torch.as_tensor(median_frequency_weights(dataset), dtype=torch.float32)
-    if len(weights) != dataset.num_classes:
-        raise ValueError(f"loss.class_weights has {len(weights)} entries for {dataset.num_classes} classes")
+        raw_train = build_datasets(config, transforms=False)[0]
+        return torch.as_tensor(median_frequency_weights(raw_train), dtype=torch.float32)
+    if len(weights) != num_classes:
+        raise ValueError(f"loss.class_weights has {len(weights)} entries for {num_classes} classes")
     return torch.tensor(weights, dtype=torch.float32)
 
 
@@ -149,7 +153,8 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> T
     model = build_model(config, train_set).to(device)
     if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    criterion = SegmentationLoss(config.loss, class_weights(config, train_set), train_set.ignore_index).to(device)
+    weights = class_weights(config, train_set.num_classes)
+    criterion = SegmentationLoss(config.loss, weights, train_set.ignore_index).to(device)
     optimizer = build_optimizer(model, config.optim)
     scheduler = build_scheduler(optimizer, settings.steps, config.optim)
     scaler = torch.amp.GradScaler(device.type, enabled=settings.precision == "fp16")
