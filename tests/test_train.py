@@ -7,9 +7,11 @@ import torch
 from safetensors.torch import load_file
 
 from pixelwise import load_model
+from pixelwise.data import build_dataset
 from pixelwise.train import config_from_dict, config_to_dict, train
 from pixelwise.train.schedules import lr_factor
 from pixelwise.train.state import load_state
+from pixelwise.train.trainer import class_weights
 
 TINY = {
     "name": "tiny",
@@ -82,6 +84,20 @@ def test_bf16_and_channels_last_train_on_cpu(tmp_path):
                                           "checkpoint_every": 2}, eval={"every": 2, "plot_images": 0}))
     result = train(config, tmp_path)
     assert 0.0 <= result.scores["miou"] <= 1.0
+
+
+def test_median_frequency_class_weights_follow_segnet():
+    config = config_from_dict(tiny(loss={"class_weights": "median_frequency"}))
+    masks = [mask for _, mask in build_dataset("synthetic", None, "train", num_images=8, image_size=16)]
+    # SegNet: freq_c = pixels of c / pixels of the images containing c; weight_c = median(freq) / freq_c.
+    frequencies = []
+    for c in range(5):
+        with_c = [mask for mask in masks if (mask == c).any()]
+        frequencies.append(sum((mask == c).sum().item() for mask in with_c) / sum(mask.numel() for mask in with_c))
+    ordered = sorted(frequencies)
+    median = (ordered[1] + ordered[2]) / 2 if len(ordered) % 2 == 0 else ordered[len(ordered) // 2]
+    expected = torch.tensor([median / f for f in frequencies])
+    torch.testing.assert_close(class_weights(config, 5), expected.float())
 
 
 def test_clear_errors_for_fp16_on_cpu_and_wrong_class_weights(tmp_path):

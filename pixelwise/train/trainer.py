@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from pixelwise.checkpoint import save_model
-from pixelwise.data import build_dataset
+from pixelwise.data import build_dataset, median_frequency_weights
 from pixelwise.data.transforms import build_transforms
 from pixelwise.fileio import atomic_write
 from pixelwise.models import create_model, model_options
@@ -103,8 +103,6 @@ def class_weights(config: Config, num_classes: int) -> torch.Tensor | None:
     if weights is None:
         return None
     if weights == "median_frequency":
-        from pixelwise.data import median_frequency_weights
-
         raw_train = build_datasets(config, transforms=False)[0]
         return torch.as_tensor(median_frequency_weights(raw_train), dtype=torch.float32)
     if len(weights) != num_classes:
