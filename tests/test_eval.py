@@ -12,7 +12,7 @@ from pixelwise import create_model, save_model
 from pixelwise.cli import main
 from pixelwise.data import build_dataset
 from pixelwise.data.transforms import build_transforms
-from pixelwise.train.evaluate import evaluate, evaluate_checkpoint, format_table
+from pixelwise.train.evaluate import crf_refiner, evaluate, evaluate_checkpoint, format_table
 
 
 class FixedPrediction(nn.Module):
@@ -96,3 +96,18 @@ def test_eval_command_reports_an_unknown_data_set(saved_run, capsys):
     run_dir = saved_run[0]
     assert main(["eval", "--checkpoint", str(run_dir), "--data", "nonexistent:/nowhere"]) == 2
     assert "unknown data set 'nonexistent'" in capsys.readouterr().err
+
+
+def test_crf_hook_sees_the_original_pixels(saved_run, tmp_path):
+    from pixelwise.crf import dense_crf
+
+    run_dir, _, mean, std = saved_run
+    generator = torch.Generator().manual_seed(1)
+    image = torch.randint(0, 256, (3, 12, 10), dtype=torch.uint8, generator=generator)
+    normalised, _ = build_transforms(False, mean=mean, std=std)(image, torch.zeros(12, 10, dtype=torch.int64))
+    logits = torch.randn(1, 5, 12, 10, generator=generator)
+    refined = crf_refiner(mean, std)(normalised[None], logits)
+    torch.testing.assert_close(refined.exp(), dense_crf(logits.softmax(1), image[None]), rtol=1e-4, atol=1e-6)
+    out = tmp_path / "crf.json"
+    assert main(["eval", "--checkpoint", str(run_dir), "--crf", "--json", str(out)]) == 0
+    assert 0.0 <= json.loads(out.read_text())["pixel_accuracy"] <= 1.0

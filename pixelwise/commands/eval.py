@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from pixelwise.fileio import atomic_write
-from pixelwise.train.evaluate import Refiner, evaluate_checkpoint, format_table
+from pixelwise.train.evaluate import evaluate_checkpoint, format_table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,23 +19,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write the scores to this JSON file")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--crf", action="store_true", help="refine predictions with the dense CRF")
+    parser.add_argument("--crf", action="store_true",
+                        help="refine predictions with the dense CRF (pixelwise.crf, default kernels)")
     parser.set_defaults(func=run)
 
 
-def crf_refiner() -> Refiner:
-    """The dense-CRF post-processing hook: ``refine(images, logits) -> logits`` from ``pixelwise.crf``."""
-    try:
-        from pixelwise.crf import refine_logits
-    except ImportError as error:
-        raise ValueError("--crf needs pixelwise.crf.refine_logits, which this installation does not have") from error
-    return refine_logits
-
-
 def run(args: argparse.Namespace) -> int:
-    refine = crf_refiner() if args.crf else None
     scores, class_names = evaluate_checkpoint(args.checkpoint, args.data, args.split, args.batch_size,
-                                              args.device, refine)
+                                              args.device, args.crf)
     print(format_table(scores, class_names))
     if args.json is not None:
         with atomic_write(args.json, "w") as handle:

@@ -75,14 +75,33 @@ def _percent(value: float) -> str:
     return f"{'-':>7}" if math.isnan(value) else f"{100 * value:7.2f}"
 
 
+def crf_refiner(mean: Sequence[float], std: Sequence[float]) -> Refiner:
+    """``refine`` running the dense CRF (``pixelwise.crf.dense_crf``, its default kernels) on the softmax.
+
+    The CRF's appearance kernel compares colours in 0..255, so the normalised images are mapped back
+    with the model's ``mean``/``std`` (a grayscale image is repeated to RGB).
+    """
+    from pixelwise.crf import dense_crf  # imported on demand: evaluation without --crf does not need it
+
+    def refine(images: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        channels = images.shape[1]
+        scale = torch.tensor(std if len(std) == channels else [sum(std) / len(std)], device=images.device)
+        shift = torch.tensor(mean if len(mean) == channels else [sum(mean) / len(mean)], device=images.device)
+        pixels = (images * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)).clamp(0, 1).mul(255).round()
+        pixels = crop_target_to(logits, pixels.to(torch.uint8).expand(-1, 3, -1, -1))
+        return dense_crf(logits.softmax(1), pixels).clamp_min(1e-12).log()
+
+    return refine
+
+
 def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | None = None, split: str | None = None,
-                        batch_size: int = 1, device: str = "auto", refine: Refiner | None = None,
+                        batch_size: int = 1, device: str = "auto", crf: bool = False,
                         ) -> tuple[dict, list[str]]:
     """Scores of a saved model (a run directory, or its ``best/``) over a whole split, and the class names.
 
     ``data`` is ``"NAME:ROOT"`` (``"synthetic"`` takes no root); None uses the data set the run trained on.
     ``split`` defaults to the run's validation split. Normalisation comes from the checkpoint's metadata;
-    the data set options are the run's when it is the same data set.
+    the data set options are the run's when it is the same data set. ``crf`` refines with the dense CRF.
     """
     model = load_model(checkpoint, map_location=resolve_device(device))
     config = model.pixelwise_config
@@ -98,7 +117,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | None = None, 
     options = {**trained_on.get("options", {}), **trained_on.get("val_options", {})} \
         if trained_on.get("name") == name else {}
     split = split or trained_on.get("val_split", "val")
-    transform = build_transforms(False, mean=metadata.get("mean", IMAGENET_MEAN), std=metadata.get("std", IMAGENET_STD))
+    mean, std = metadata.get("mean", IMAGENET_MEAN), metadata.get("std", IMAGENET_STD)
+    transform = build_transforms(False, mean=mean, std=std)
     dataset = build_dataset(name, root, split, transform, **options)
     if dataset.num_classes != config["num_classes"]:
         raise ValueError(f"{checkpoint}: the model predicts {config['num_classes']} classes but data set "
@@ -106,6 +126,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | None = None, 
     precision = metadata.get("train_config", {}).get("train", {}).get("precision", "fp32")
     loader = DataLoader(dataset, batch_size=batch_size)
     confusion = evaluate(model, loader, dataset.num_classes, dataset.ignore_index,
-                         precision if precision != "fp16" or torch.cuda.is_available() else "fp32", refine=refine)
+                         precision if precision != "fp16" or torch.cuda.is_available() else "fp32",
+                         refine=crf_refiner(mean, std) if crf else None)
     class_names = config.get("class_names") or list(dataset.class_names)
     return confusion.compute(), class_names
