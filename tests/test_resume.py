@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from pixelwise.train.sampling import SampleStream
+
 RECIPE = """
 name: tiny
 model: {name: unet, options: {base_channels: 4, depth: 2, batch_norm: true}}
@@ -26,6 +28,23 @@ train: {steps: 40, batch_size: 4, accumulate: 2, seed: 3, deterministic: true, t
         log_every: 5, checkpoint_every: 4, progress: false}
 eval: {every: 20, batch_size: 4, plot_images: 0}
 """
+
+
+def take(stream: SampleStream, count: int) -> list[tuple[int, int]]:
+    iterator = iter(stream)
+    return [next(iterator) for _ in range(count)]
+
+
+def test_sample_stream_is_a_pure_function_of_the_position():
+    whole = take(SampleStream(7, seed=1), 30)
+    assert take(SampleStream(7, seed=1, start=11), 19) == whole[11:]
+    for epoch in range(4):  # every epoch visits every sample once, in its own order
+        assert sorted(index for index, _ in whole[7 * epoch: 7 * epoch + 7]) == list(range(7))
+    assert [index for index, _ in whole[:7]] != [index for index, _ in whole[7:14]]
+    assert len({seed for _, seed in whole}) == 30  # a fresh augmentation draw for every sample
+    # Two ranks interleave into the single-process stream.
+    ranks = [take(SampleStream(7, seed=1, start=4, rank=r, world_size=2), 5) for r in (0, 1)]
+    assert [pair for both in zip(*ranks, strict=True) for pair in both] == whole[4:14]
 
 
 def command(*args: str) -> list[str]:
