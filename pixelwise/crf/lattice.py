@@ -71,65 +71,72 @@ class PermutohedralLattice:
         # values (gradchecks) are filtered on exactly the lattice of their float32 counterparts.
         flat = features.reshape(n, d).float()
         layout = _KeyLayout(flat, batch)
-        codes = torch.empty(d + 1, n, dtype=torch.long, device=self.device)
-        weights = torch.empty(d + 1, n, dtype=self.dtype, device=self.device)
+        codes = torch.empty(n, d + 1, dtype=torch.long, device=self.device)
+        weights = torch.empty(n, d + 1, dtype=self.dtype, device=self.device)
         # Chunks keep the many temporaries of the embedding small and cache-resident.
         for start in range(0, n, _CHUNK):
             stop = min(start + _CHUNK, n)
             sets = torch.arange(start, stop, device=self.device) // points
-            codes[:, start:stop], weights[:, start:stop] = _embed(flat[start:stop], layout, sets)
+            chunk_codes, chunk_weights = _embed(flat[start:stop], layout, sets)
+            codes[start:stop] = chunk_codes.t()
+            weights[start:stop] = chunk_weights.t()
         self._build(codes.view(-1), weights.view(-1), layout)
 
     # ------------------------------------------------------------------ construction
     def _build(self, codes: Tensor, weights: Tensor, layout: _KeyLayout) -> None:
         """Number the vertices; build the splat and slice matrices and the blur matrices.
 
-        ``codes`` and ``weights`` hold one entry per (remainder r, point p), r-major (entry e = r n + p)."""
+        ``codes`` and ``weights`` hold one entry per (point p, remainder r), point-major (e = p (d+1) + r).
+        Index arrays are int32 where they fit, gathers are index_select and scatters index_copy_: on CPU each
+        is several times faster than its int64 / advanced-indexing counterpart."""
         n, d, dev = self.num_points, self.dim, self.device
         total = codes.numel()
-        sorted_codes, order = _sort(codes, layout.bits)
+        itype = torch.int32 if total < 2**31 else torch.long
+        sorted_codes, order = _sort(codes, layout.bits)  # order: int64, as index_copy_ needs
         new_group = torch.empty(total, dtype=torch.bool, device=dev)
         new_group[0] = True
         torch.ne(sorted_codes[1:], sorted_codes[:-1], out=new_group[1:])
         group_start = new_group.nonzero().squeeze(1)
         m = self.num_vertices = group_start.numel()
-        unique_codes = sorted_codes[group_start]
+        unique_codes = sorted_codes.index_select(0, group_start)
         del sorted_codes
-        group = torch.cumsum(new_group, 0)
-        group -= 1
+        group = torch.cumsum(new_group, 0, dtype=itype)  # 1-based group of each sorted entry
+        del new_group
 
         # Number vertices in the order the entries first touch them (as a hash table filled in pixel order
         # does), not in code order: the splat then sweeps the image coherently, which is ~1.5x faster. The sort
-        # is stable, so a group's first entry is its smallest.
-        vertex_of_group = torch.empty(m, dtype=torch.long, device=dev)
-        vertex_of_group[torch.argsort(order[group_start])] = torch.arange(m, device=dev)
-        vertex = vertex_of_group[group]
+        # is stable, so a group's first entry is its smallest. Slot 0 of the per-group tables is unused.
+        vertex_of_group = torch.zeros(m + 1, dtype=itype, device=dev)
+        by_first_entry = torch.argsort(order.index_select(0, group_start))
+        vertex_of_group[by_first_entry + 1] = torch.arange(m, dtype=itype, device=dev)
+        vertex = vertex_of_group.index_select(0, group)
 
         # Slice (points x vertices): row p holds point p's d+1 vertices and barycentric weights (times alpha).
-        entry_vertex = torch.empty(total, dtype=torch.long, device=dev)
-        entry_vertex[order] = vertex
-        offsets = entry_vertex.view(d + 1, n).t().reshape(-1)
-        slice_weights = weights.view(d + 1, n).t() * self.alpha
-        crow = torch.arange(0, total + 1, d + 1, device=dev)
-        self._slice = csr_matrix(crow, offsets, slice_weights.reshape(-1), (n, m))
-        del entry_vertex, offsets
+        offsets = torch.empty(total, dtype=itype, device=dev)
+        offsets.index_copy_(0, order, vertex)
+        crow = torch.arange(0, total + 1, d + 1, dtype=itype, device=dev)
+        self._slice = csr_matrix(crow, offsets, weights * self.alpha, (n, m))
+        del offsets
 
-        # Splat (vertices x points), the slice transposed, directly in CSR: entry i of the sorted order goes
-        # to row vertex[i], after the entries of its group that precede it.
-        counts = torch.empty(m, dtype=torch.long, device=dev)
-        counts[vertex_of_group] = torch.diff(group_start, append=group_start.new_tensor([total]))
-        splat_crow = torch.zeros(m + 1, dtype=torch.long, device=dev)
+        # Splat (vertices x points), the slice transposed, directly in CSR: sorted entry i goes to row
+        # vertex[i], after the entries of its group that precede it: position = i + (row start - group start).
+        group_sizes = torch.diff(group_start, append=group_start.new_tensor([total])).to(itype)
+        counts = torch.empty(m, dtype=itype, device=dev)
+        counts[vertex_of_group[1:]] = group_sizes
+        splat_crow = torch.zeros(m + 1, dtype=itype, device=dev)
         torch.cumsum(counts, 0, out=splat_crow[1:])
+        shift = torch.zeros(m + 1, dtype=itype, device=dev)
+        torch.sub(splat_crow.index_select(0, vertex_of_group[1:]), group_start.to(itype), out=shift[1:])
         position = torch.arange(total, device=dev)
-        position -= group_start[group]
-        position += splat_crow[vertex]
+        position += shift.index_select(0, group)
         del group, vertex
-        columns = torch.empty(total, dtype=torch.long, device=dev)
-        columns[position] = order - n * torch.div(order, n, rounding_mode="floor")
+        columns = torch.empty(total, dtype=itype, device=dev)
+        columns.index_copy_(0, position, torch.div(order.to(itype), d + 1, rounding_mode="floor"))
         values = torch.empty(total, dtype=self.dtype, device=dev)
-        values[position] = weights[order]
+        values.index_copy_(0, position, weights.index_select(0, order))
         self._splat = csr_matrix(splat_crow, columns, values, (m, n))
-        del position, order
+        del position, order, columns, values
+        vertex_of_group = vertex_of_group[1:].long()
 
         # Blur: the neighbour along direction j has the key + (-1, ..., -1, d, -1, ...), d at j (all -1 for
         # j = d): a fixed key step, hence a fixed code step.
@@ -264,10 +271,10 @@ class _KeyLayout:
 
     def __init__(self, features: Tensor, sets: int) -> None:
         d = features.shape[1]
-        if not torch.isfinite(features).all():
-            raise ValueError("features must be finite")
         scale = _scale_factors(d)
-        low_f, high_f = features.amin(0).tolist(), features.amax(0).tolist()
+        low_f, high_f = (bound.tolist() for bound in torch.aminmax(features, dim=0))
+        if not all(math.isfinite(b) for b in low_f + high_f):
+            raise ValueError("features must be finite")
         lo = [a * s for a, s in zip(low_f, scale, strict=True)]
         hi = [b * s for b, s in zip(high_f, scale, strict=True)]
         pad = 4 * (d + 1)
