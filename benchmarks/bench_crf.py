@@ -113,11 +113,17 @@ def bench_cuda(args) -> None:
     if not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device")
     size, classes, batch = args.size, args.classes, args.batch
+    # Smooth random scenes (colour blobs plus noise, as photographs are rather than white noise) and
+    # probabilities that follow them loosely.
     generator = torch.Generator(device="cuda").manual_seed(0)
-    logits = torch.randn(batch, classes, size, size, device="cuda", generator=generator)
-    logits = torch.nn.functional.avg_pool2d(logits, 15, 1, 7) * 8
+    blobs = torch.rand(batch, 3, size // 32, size // 32, device="cuda", generator=generator)
+    colours = torch.nn.functional.interpolate(blobs, size=(size, size), mode="bilinear") * 255
+    noise = torch.randn(batch, 3, size, size, device="cuda", generator=generator) * 6
+    image = (colours + noise).clamp(0, 255).to(torch.uint8)
+    logits = torch.randn(batch, classes, size // 16, size // 16, device="cuda", generator=generator) * 3
+    logits = torch.nn.functional.interpolate(logits, size=(size, size), mode="bilinear")
+    logits = logits + torch.randn(logits.shape, device="cuda", generator=generator)
     probs = torch.softmax(logits, 1)
-    image = torch.randint(0, 256, (batch, 3, size, size), device="cuda", dtype=torch.uint8, generator=generator)
     dense_crf(probs, image, iterations=args.iterations)  # warm-up
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()

@@ -102,3 +102,21 @@ def test_bad_input():
         crf(logits, torch.zeros(1, 3, 8, 9, dtype=torch.uint8))
     with pytest.raises(ValueError, match="num_classes"):
         CRFasRNN(1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_forward_and_backward_match_cpu():
+    images, _ = random_shapes(2, size=24)
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 24, 24, requires_grad=True)
+    crf = CRFasRNN(3, iterations=2, bilateral_sxy=6.0)
+    out = crf(logits, images)
+    out.square().mean().backward()
+    grad, weight_grad = logits.grad.clone(), crf.kernel_weights.grad.clone()
+    crf_gpu = CRFasRNN(3, iterations=2, bilateral_sxy=6.0).cuda()
+    logits_gpu = logits.detach().cuda().requires_grad_()
+    out_gpu = crf_gpu(logits_gpu, images.cuda())
+    out_gpu.square().mean().backward()
+    torch.testing.assert_close(out_gpu.cpu(), out.detach(), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(logits_gpu.grad.cpu(), grad, atol=1e-5, rtol=1e-3)
+    torch.testing.assert_close(crf_gpu.kernel_weights.grad.cpu(), weight_grad, atol=1e-5, rtol=1e-3)

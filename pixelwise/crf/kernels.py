@@ -31,12 +31,15 @@ def pixel_features(batch: int, height: int, width: int, sxy: float, image: Tenso
     ``addPairwiseGaussian`` and ``addPairwiseBilateral`` build them (x is the column, y the row)."""
     ys, xs = torch.meshgrid(torch.arange(height, dtype=dtype, device=device),
                             torch.arange(width, dtype=dtype, device=device), indexing="ij")
-    positions = torch.stack([xs, ys], -1).reshape(1, height * width, 2) / sxy
+    # Divide by a tensor: CUDA multiplies by the reciprocal of a Python number, which is off by an ulp now and
+    # then, and a point moved by an ulp can change which lattice vertices exist (and so the result).
+    positions = torch.stack([xs, ys], -1).reshape(1, height * width, 2) / torch.tensor(sxy, dtype=dtype,
+                                                                                     device=device)
     positions = positions.expand(batch, -1, -1)
     if image is None:
         return positions.contiguous()
-    colours = image.to(device=device, dtype=dtype).flatten(2).transpose(1, 2) / srgb
-    return torch.cat([positions, colours], -1)
+    colours = image.to(device=device, dtype=dtype).flatten(2).transpose(1, 2)
+    return torch.cat([positions, colours / torch.tensor(srgb, dtype=dtype, device=device)], -1)
 
 
 class _LatticeKernel(NamedTuple):

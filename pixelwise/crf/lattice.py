@@ -31,7 +31,7 @@ __all__ = ["PermutohedralLattice", "csr_matrix"]
 
 # Vertex keys are packed into one int64 per vertex; this many bits are usable.
 _CODE_BITS = 62
-# Points per chunk of the embedding.
+# Points per chunk of the embedding on CPU.
 _CHUNK = 1 << 16
 
 
@@ -73,9 +73,11 @@ class PermutohedralLattice:
         layout = _KeyLayout(flat, batch)
         codes = torch.empty(n, d + 1, dtype=torch.long, device=self.device)
         weights = torch.empty(n, d + 1, dtype=self.dtype, device=self.device)
-        # Chunks keep the many temporaries of the embedding small and cache-resident.
-        for start in range(0, n, _CHUNK):
-            stop = min(start + _CHUNK, n)
+        # On CPU, chunks keep the many temporaries of the embedding small and cache-resident; on a GPU, fewer
+        # and larger kernels are better.
+        chunk = _CHUNK if self.device.type == "cpu" else max(n, 1)
+        for start in range(0, n, chunk):
+            stop = min(start + chunk, n)
             sets = torch.arange(start, stop, device=self.device) // points
             chunk_codes, chunk_weights = _embed(flat[start:stop], layout, sets)
             codes[start:stop] = chunk_codes.t()
