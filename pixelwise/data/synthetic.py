@@ -23,7 +23,7 @@ PALETTE = [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200
 DEFAULT_NUM_IMAGES = {"train": 512}
 DEFAULT_NUM_IMAGES_OTHER = 64
 
-HUE_SPREAD = 0.07  # std of an object's hue around its class hue: neighbouring classes overlap
+HUE_SPREAD = 0.05  # std of an object's hue around its class hue: neighbouring classes overlap
 PIXEL_NOISE = 0.04  # std of the per-pixel noise added to the whole image, on a [0, 1] scale
 MIN_CONTRAST = 0.3  # an object's colour differs from the background under it by at least this (RGB norm)
 MAX_OCCLUSION = 0.25  # a new object may hide at most this share of an earlier one
@@ -143,13 +143,13 @@ def _shape(name: str, rng: np.random.Generator, dy: np.ndarray, dx: np.ndarray, 
         return distance <= radius
     if name == "rectangle":
         half_long = radius * rng.uniform(0.8, 1.0)
-        return (np.abs(u) <= half_long) & (np.abs(v) <= half_long * rng.uniform(0.45, 0.9))
+        return (np.abs(u) <= half_long) & (np.abs(v) <= half_long * rng.uniform(0.55, 0.9))
     if name == "triangle":  # equilateral: three half-planes at inradius r/2 of a circumradius 1.3 r
         normals = angle + np.pi / 3 + 2 * np.pi / 3 * np.arange(3)
         reach = np.cos(normals)[:, None, None] * dx + np.sin(normals)[:, None, None] * dy
         return (reach <= 0.65 * radius).all(axis=0)
     if name == "ring":
-        return (distance <= radius) & (distance >= radius * rng.uniform(0.45, 0.6))
+        return (distance <= radius) & (distance >= radius * rng.uniform(0.4, 0.55))
     if name == "star":  # radius oscillates with the angle: 5 lobes
         theta = np.arctan2(v, u)
         return distance <= radius * (0.72 + 0.28 * np.cos(5 * theta))
