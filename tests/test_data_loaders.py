@@ -62,6 +62,16 @@ def test_camvid_layout_and_void(tmp_path):
     assert_item(dataset, 0, rgb(1, 3, 4), np.where(raw == 11, 255, raw))
 
 
+def test_camvid_jpeg_images_pair_with_png_label_maps(tmp_path):
+    (tmp_path / "train").mkdir()
+    Image.fromarray(rgb(1, 3, 4)).save(tmp_path / "train" / "b.jpg", quality=100)
+    save(tmp_path / "trainannot" / "b.png", np.full((3, 4), 3, dtype=np.uint8))
+    dataset = build_dataset("camvid", tmp_path, "train")
+    assert dataset.files == [(tmp_path / "train" / "b.jpg", tmp_path / "trainannot" / "b.png")]
+    image, mask = dataset[0]
+    assert image.shape == (3, 3, 4) and mask.tolist() == [[3] * 4] * 3
+
+
 def test_isbi2012_splits_and_grayscale(tmp_path):
     for index in range(5):
         save(tmp_path / "images" / f"{index}.png", rgb(index)[..., 0])

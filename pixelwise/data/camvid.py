@@ -18,6 +18,7 @@ PALETTE = [[128, 128, 128], [128, 0, 0], [192, 192, 128], [128, 64, 128], [60, 4
 SEGNET_CLASS_WEIGHTS = [0.2595, 0.1826, 4.5640, 0.1417, 0.9051, 0.3826, 9.6446, 1.8418, 0.6823, 6.2478, 7.3614]
 VOID_LABEL = 11
 SPLITS = ("train", "val", "test")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 class CamVid(FilePairDataset):
@@ -34,6 +35,7 @@ class CamVid(FilePairDataset):
         if not image_dir.is_dir():
             raise DataError(image_dir, "camvid image folder not found (expected the SegNet layout "
                             "root/{train,val,test} and root/{split}annot)", "empty_split")
-        images = sorted(path for path in image_dir.iterdir() if path.suffix.lower() == ".png")
-        super().__init__([(image, mask_dir / image.name) for image in images], image_dir, transform,
+        # Images may be PNG (the SegNet release) or re-encoded JPEG; label maps must stay lossless PNG.
+        images = sorted(path for path in image_dir.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES)
+        super().__init__([(image, mask_dir / f"{image.stem}.png") for image in images], image_dir, transform,
                          verify_files)
