@@ -11,6 +11,7 @@ j != i in the paper), ``A_k Q`` includes each pixel's own term.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -63,8 +64,11 @@ def dense_crf(probs: Tensor, image: Tensor | np.ndarray, *, iterations: int = 5,
 
     dtype = torch.float64 if probs.dtype == torch.float64 else torch.float32
     p = probs4.to(dtype)
-    p = p / p.sum(1, keepdim=True)
-    unary = -torch.log(p.clamp(_CLIP, 1.0)).permute(0, 2, 3, 1).reshape(-1, classes)
+    total = p.sum(1, keepdim=True)
+    if not float(total.min()) > 0:
+        raise ValueError("probs must have a positive sum over the classes at every pixel")
+    p = (p / total).clamp_(_CLIP, 1.0).log_().neg_()
+    unary = p.permute(0, 2, 3, 1).reshape(-1, classes)
 
     features, compats, keys = [], [], []
     mu = _compatibility("gaussian_compat", gaussian_compat, classes, dtype, probs.device)
@@ -79,37 +83,46 @@ def dense_crf(probs: Tensor, image: Tensor | np.ndarray, *, iterations: int = 5,
         compats.append(mu)
         keys.append(None)
 
-    q = _softmax_rows(-unary)
+    # -log(1e-5) < 11.6 bounds the unaries, so the first softmax needs no shift.
+    q = _softmax_rows(-unary, (-11.6, 0.0))
     if features and iterations:
         kernels = PairwiseKernels(features, exact=exact, cache_keys=keys)
         potts = all(isinstance(mu, float) for mu in compats)
+        if potts:
+            # Energies lie between -U - sum_{w<0} |w| A1 and sum_{w>0} w A1 (A q <= A 1 for 0 <= q <= 1).
+            reach = [w * r for w, r in zip(compats, kernels.row_sum_max, strict=True)]
+            low, high = -11.6 + sum(min(x, 0.0) for x in reach), sum(max(x, 0.0) for x in reach)
+            # Shifting every energy by the upper bound (softmax ignores it) keeps exp from overflowing;
+            # folded into the unaries once, it costs no pass per iteration.
+            shifted = unary + high
         for _ in range(iterations):
             if potts:
-                energy = kernels.weighted_sum(q, compats) - unary
+                # q is read by the splat before the slice overwrites it with the new energies.
+                energy = kernels.weighted_sum(q, compats, minus=shifted, out=q)
+                q = _softmax_rows(energy, (low - high, 0.0))
             else:
                 filtered = kernels.filter(q)
                 energy = -unary
                 for mu, f in zip(compats, filtered, strict=True):
                     energy = energy + (f * mu if isinstance(mu, float) else -(f @ mu))
-            q = _softmax_rows(energy)
+                q = _softmax_rows(energy)
 
     out = q.view(batch, height, width, classes).permute(0, 3, 1, 2).to(probs.dtype).contiguous()
     return out[0] if single else out
 
 
-def _softmax_rows(x: Tensor) -> Tensor:
+def _softmax_rows(x: Tensor, bounds: tuple[float, float] | None = None) -> Tensor:
     """Softmax over the last dimension of a ``(P, C)`` tensor, in place.
 
     On CPU torch's softmax over a short last dimension (C = 11) is an order of magnitude slower than the
-    elementwise exponential, and so is the row maximum it subtracts. When the whole tensor spans less than 80
-    (no pixel can underflow to all zeros), one global shift is as safe: exp, then divide by the row sums,
-    which a matrix-vector product computes fast."""
-    if x.is_cuda:
+    elementwise exponential, and so is the row maximum it subtracts. When every value is known to lie within
+    ``bounds`` less than 80 apart, no pixel can overflow or underflow to all zeros after a shift by the upper
+    bound: then exp, and divide by the row sums, which a matrix-vector product computes fast."""
+    if x.is_cuda or bounds is None or not bounds[1] - bounds[0] < 80:
         return torch.softmax(x, 1)
-    low, high = torch.aminmax(x)
-    if not float(high - low) < 80:
-        return torch.softmax(x, 1)
-    x.sub_(high).exp_()
+    if bounds[1] > 0:
+        x.sub_(bounds[1])
+    x.exp_()
     return x.div_(x @ torch.ones(x.shape[1], 1, dtype=x.dtype, device=x.device))
 
 
@@ -123,12 +136,11 @@ def _check_probs(probs: Tensor) -> Tensor:
     probs4 = probs.unsqueeze(0) if probs.dim() == 3 else probs
     if probs4.shape[1] < 2:
         raise ValueError(f"probs must have at least 2 classes (C >= 2), got C = {probs4.shape[1]}")
-    if torch.isnan(probs4).any():
+    smallest = float(probs4.min())  # NaN if any is NaN
+    if math.isnan(smallest):
         raise ValueError("probs contains NaN")
-    if (probs4 < 0).any():
+    if smallest < 0:
         raise ValueError("probs must be non-negative")
-    if (probs4.sum(1) <= 0).any():
-        raise ValueError("probs must have a positive sum over the classes at every pixel")
     return probs4
 
 

@@ -49,13 +49,15 @@ class _LatticeKernel(NamedTuple):
     blur: list[Tensor]  # d+1 (M, M) CSR
     slice: Tensor  # (P, M) CSR: alpha * barycentric weights, d+1 entries per row
     norm: Tensor  # (P,): (K 1)^-1/2
+    row_sum_max: float  # max_i (A 1)_i
 
 
 def _lattice_kernel(features: Tensor) -> _LatticeKernel:
     lattice = PermutohedralLattice(features)
     ones = torch.ones(lattice.num_points, 1, dtype=lattice.dtype, device=lattice.device)
     norm = torch.rsqrt(lattice.filter(ones).squeeze(1) + 1e-20)
-    return _LatticeKernel(lattice._splat, lattice._blur, lattice._slice, norm)
+    row_sums = norm * lattice.filter(norm.unsqueeze(1)).squeeze(1)
+    return _LatticeKernel(lattice._splat, lattice._blur, lattice._slice, norm, float(row_sums.max()))
 
 
 # Kernels that do not depend on the image (the smoothness kernel depends only on the image size and sxy) are
@@ -113,16 +115,19 @@ class PairwiseKernels:
                 k = gaussian_kernel_matrix(f)
                 norm = torch.rsqrt(k.sum(-1, keepdim=True) + 1e-20)
                 self._matrices.append(norm * k * norm.transpose(1, 2))
+            self.row_sum_max = [float(a.sum(-1).max()) for a in self._matrices]
             return
 
         keys = cache_keys or [None] * len(features)
         self._kernels = [_kernel(f, key) for f, key in zip(features, keys, strict=True)]
         self.num_vertices = [k.splat.shape[0] for k in self._kernels]
+        self.row_sum_max = [k.row_sum_max for k in self._kernels]  # max_i (A_k 1)_i: bounds A_k q for q in [0, 1]
         self._splat = _stacked_splats(self._kernels)  # (sum M_k) x P, norms folded in
         self._blur = _block_diagonal_steps([k.blur for k in self._kernels])
         self._weighted: dict[tuple[float, ...], Tensor] = {}
         self._slice_each: Tensor | None = None
         self._transposed: tuple[Tensor, Tensor] | None = None
+        self._vertex_buffers: tuple[Tensor, Tensor] | None = None
 
     # ------------------------------------------------------------------ public
     def filter(self, q: Tensor) -> Tensor:
@@ -133,17 +138,38 @@ class PairwiseKernels:
             return torch.stack([(a @ q).reshape(self.num_points, -1) for a in self._matrices])
         return _LatticeFilter.apply(q, self)
 
-    def weighted_sum(self, q: Tensor, weights: Sequence[float]) -> Tensor:
-        """``sum_k weights[k] A_k q`` for ``q`` (B*P, C), with the weights folded into the slice: no
-        per-kernel outputs are materialised. For inference (no autograd through the lattice)."""
+    def weighted_sum(self, q: Tensor, weights: Sequence[float], minus: Tensor | None = None,
+                     out: Tensor | None = None) -> Tensor:
+        """``sum_k weights[k] A_k q - minus`` for ``q`` (B*P, C), with the weights folded into the slice: no
+        per-kernel outputs are materialised. For inference (no autograd through the lattice). ``out`` may be
+        ``q`` itself: q is read before out is written."""
         weights = tuple(float(w) for w in weights)
         if self.exact:
-            return torch.einsum("k,kpc->pc", torch.tensor(weights, dtype=q.dtype, device=q.device),
-                                self.filter(q))
+            result = torch.einsum("k,kpc->pc", torch.tensor(weights, dtype=q.dtype, device=q.device),
+                                  self.filter(q))
+            return result if minus is None else result - minus
         if weights not in self._weighted:
             self._weighted[weights] = _slices_side_by_side(
                 self._kernels, [w * k.norm for w, k in zip(weights, self._kernels, strict=True)])
-        return self._weighted[weights] @ self._blurred(self._splat @ q)
+        slice_ = self._weighted[weights]
+        if q.device.type != "cpu":
+            result = slice_ @ self._blurred(self._splat @ q)
+            return result if minus is None else result - minus
+        # On CPU, products into preallocated buffers skip an allocation and a zero fill each.
+        x, spare = self._buffers(q.shape[1])
+        torch.mm(self._splat, q, out=x)
+        for b in self._blur:
+            torch.mm(b, x, out=spare)
+            x, spare = spare, x
+        result = torch.mm(slice_, x, out=out)
+        # Not addmm(minus, ..., beta=-1): three times slower here than the product and a subtraction.
+        return result if minus is None else result.sub_(minus)
+
+    def _buffers(self, channels: int) -> tuple[Tensor, Tensor]:
+        if self._vertex_buffers is None or self._vertex_buffers[0].shape[1] != channels:
+            shape = (sum(self.num_vertices), channels)
+            self._vertex_buffers = tuple(torch.empty(shape, dtype=self.dtype, device=self.device) for _ in "ab")
+        return self._vertex_buffers
 
     # ------------------------------------------------------------------ lattice internals
     def _blurred(self, x: Tensor, transpose: bool = False) -> Tensor:
@@ -197,7 +223,7 @@ def _stacked_splats(kernels: Sequence[_LatticeKernel]) -> Tensor:
     start = 0
     for k in kernels:
         stop = start + k.splat.values().numel()
-        torch.mul(k.splat.values(), k.norm[k.splat.col_indices()], out=values[start:stop])
+        torch.mul(k.splat.values(), k.norm.index_select(0, k.splat.col_indices()), out=values[start:stop])
         start = stop
     rows = sum(k.splat.shape[0] for k in kernels)
     return csr_matrix(torch.cat(crows), torch.cat([k.splat.col_indices() for k in kernels]), values,
@@ -208,7 +234,8 @@ def _slices_side_by_side(kernels: Sequence[_LatticeKernel], row_scales: Sequence
     """``[diag(s_1) T_1, ..., diag(s_K) T_K]`` (P x sum M_k) for slices T_k with d_k+1 entries per row."""
     points = kernels[0].slice.shape[0]
     widths = [k.slice.values().numel() // points for k in kernels]
-    cols = torch.empty(points, sum(widths), dtype=torch.long, device=kernels[0].norm.device)
+    index_type = torch.int32 if points * sum(widths) < 2**31 else torch.long
+    cols = torch.empty(points, sum(widths), dtype=index_type, device=kernels[0].norm.device)
     values = torch.empty(points, sum(widths), dtype=kernels[0].norm.dtype, device=kernels[0].norm.device)
     start, offset = 0, 0
     for k, width, scale in zip(kernels, widths, row_scales, strict=True):
@@ -216,7 +243,7 @@ def _slices_side_by_side(kernels: Sequence[_LatticeKernel], row_scales: Sequence
         torch.mul(k.slice.values().view(points, width), scale.unsqueeze(1), out=values[:, start:start + width])
         start += width
         offset += k.slice.shape[1]
-    crow = torch.arange(0, cols.numel() + 1, cols.shape[1], device=cols.device)
+    crow = torch.arange(0, cols.numel() + 1, cols.shape[1], dtype=index_type, device=cols.device)
     return csr_matrix(crow, cols.view(-1), values.view(-1), (points, offset))
 
 
