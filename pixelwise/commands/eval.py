@@ -1,4 +1,7 @@
-"""``pixelwise eval``: score a saved model over a whole split, as a per-class table and optional JSON."""
+"""``pixelwise eval``: score a saved model over a whole split, as a per-class table and optional JSON.
+
+Under ``torchrun`` each process scores its shard of the split; rank 0 prints and writes the summed result.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import json
 from pathlib import Path
 
 from pixelwise.fileio import atomic_write
+from pixelwise.train import distributed
 from pixelwise.train.evaluate import evaluate_checkpoint, format_table
 
 
@@ -25,8 +29,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    scores, class_names = evaluate_checkpoint(args.checkpoint, args.data, args.split, args.batch_size,
-                                              args.device, args.crf)
+    try:
+        scores, class_names = evaluate_checkpoint(args.checkpoint, args.data, args.split, args.batch_size,
+                                                  args.device, args.crf)
+        main = distributed.is_main_process()
+    finally:
+        distributed.shutdown()
+    if not main:
+        return 0
     print(format_table(scores, class_names))
     if args.json is not None:
         with atomic_write(args.json, "w") as handle:

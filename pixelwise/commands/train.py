@@ -1,4 +1,8 @@
-"""``pixelwise train``: train a YAML recipe into a run directory, or resume one."""
+"""``pixelwise train``: train a YAML recipe into a run directory, or resume one.
+
+The same command runs under ``torchrun`` (one process per device, see docs/distributed.md): the processes
+join their group first, so that rank 0 alone names, checks and fills the run directory.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ import time
 from pathlib import Path
 
 from pixelwise.checkpoint import read_config
-from pixelwise.train.config import load_config
+from pixelwise.train import distributed
+from pixelwise.train.config import Config, load_config
 from pixelwise.train.evaluate import format_table
 from pixelwise.train.trainer import CONFIG_YAML, train
 
@@ -28,19 +33,34 @@ def run(args: argparse.Namespace) -> int:
         if args.config is not None or args.overrides or args.out is not None:
             raise ValueError("--resume continues a run exactly as configured: drop --config, --set and --out")
         config = load_config(args.resume / CONFIG_YAML)
-        run_dir = args.resume
     else:
         if args.config is None:
             raise ValueError("--config FILE (or --resume RUN_DIR) is required")
         config = load_config(args.config, args.overrides)
+    distributed.setup(config.train.device, config.train.dist_timeout)
+    try:
+        return train_and_report(args, config)
+    finally:
+        distributed.shutdown()
+
+
+def train_and_report(args: argparse.Namespace, config: Config) -> int:
+    main = distributed.is_main_process()
+    if args.resume is not None:
+        run_dir = args.resume
+    else:
         run_dir = args.out or Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if (run_dir / CONFIG_YAML).exists():
+        # Checked before any process trains; the other ranks would see rank 0's own config.yaml.
+        if main and (run_dir / CONFIG_YAML).exists():
             raise ValueError(f"{run_dir} already holds a run; pick another --out or --resume it")
-    print(f"run directory: {run_dir}")
+        run_dir = distributed.from_main_process(run_dir)  # one clock decides the default name
+    if main:
+        print(f"run directory: {run_dir}")
     result = train(config, run_dir, resume=args.resume is not None)
-    if result.scores:
-        print(format_table(result.scores, config_class_names(run_dir, len(result.scores["iou"]))))
-    print(f"best validation mIoU {result.best_miou:.4f}; weights in {run_dir} (best in {run_dir / 'best'})")
+    if main:
+        if result.scores:
+            print(format_table(result.scores, config_class_names(run_dir, len(result.scores["iou"]))))
+        print(f"best validation mIoU {result.best_miou:.4f}; weights in {run_dir} (best in {run_dir / 'best'})")
     return 0
 
 

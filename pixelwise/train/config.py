@@ -85,13 +85,15 @@ class TrainConfig:
     """The loop: how many optimizer steps, batch size, precision and reproducibility."""
 
     steps: int = 1000  # optimizer steps (the papers' "iterations")
-    batch_size: int = 8
+    batch_size: int = 8  # per process: under torchrun each step sees batch_size * accumulate * processes images
     accumulate: int = 1  # gradient accumulation: each step sees batch_size * accumulate images
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16 autocast on CPU/CUDA; fp16 (+ scaler) on CUDA
     channels_last: bool = False
     seed: int = 0
     deterministic: bool = False  # deterministic kernels: a resumed run ends bit-identical on CPU
-    device: str = "auto"  # "auto" picks cuda when available
+    device: str = "auto"  # "auto" picks cuda when available; under torchrun each rank takes cuda:LOCAL_RANK
+    sync_batchnorm: bool = False  # under torchrun: BatchNorm statistics over all processes' batches (CUDA only)
+    dist_timeout: float = 600.0  # seconds a process waits for its peers before failing; env PIXELWISE_DIST_TIMEOUT
     threads: int | None = None  # torch.set_num_threads; None keeps torch's default
     log_every: int = 10
     checkpoint_every: int = 500
@@ -265,6 +267,8 @@ def _check_values(config: Config, source: str) -> None:
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"{source}: {key} must be >= 1, got {value}")
+    if config.train.dist_timeout <= 0:
+        raise ConfigError(f"{source}: train.dist_timeout must be > 0 seconds, got {config.train.dist_timeout}")
     if config.optim.lr <= 0:
         raise ConfigError(f"{source}: optim.lr must be > 0, got {config.optim.lr}")
     if len(config.data.mean) != len(config.data.std):

@@ -19,9 +19,9 @@ from pixelwise.checkpoint import load_model
 from pixelwise.data import build_dataset
 from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
 from pixelwise.metrics import ConfusionMatrix
-from pixelwise.train.distributed import reduce_confusion
+from pixelwise.train.distributed import eval_shard, reduce_confusion, setup
 from pixelwise.train.losses import crop_target_to
-from pixelwise.train.runtime import autocast, resolve_device, resolve_root
+from pixelwise.train.runtime import autocast, resolve_root
 
 Refiner = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -46,7 +46,9 @@ def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, ignore_inde
     """Accumulate the confusion matrix of ``model`` over every (image, mask) batch of ``loader``.
 
     The model is put in eval mode; its device is taken from its parameters. A model whose output is
-    smaller than its input (valid padding) is scored on the centre of the mask it covers.
+    smaller than its input (valid padding) is scored on the centre of the mask it covers. Under torchrun
+    each process passes a loader over its own shard (``sampler=eval_shard(len(dataset))``) and every
+    process gets the matrix summed over all of them.
     """
     model.eval()
     device = next(model.parameters()).device
@@ -102,8 +104,9 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | None = None, 
     ``data`` is ``"NAME:ROOT"`` (``"synthetic"`` takes no root); None uses the data set the run trained on.
     ``split`` defaults to the run's validation split. Normalisation comes from the checkpoint's metadata;
     the data set options are the run's when it is the same data set. ``crf`` refines with the dense CRF.
+    Under torchrun each process scores its shard of the split and the confusion matrices are summed.
     """
-    model = load_model(checkpoint, map_location=resolve_device(device))
+    model = load_model(checkpoint, map_location=setup(device))
     config = model.pixelwise_config
     metadata = config.get("metadata", {})
     trained_on = metadata.get("train_config", {}).get("data", {})
@@ -124,7 +127,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | None = None, 
         raise ValueError(f"{checkpoint}: the model predicts {config['num_classes']} classes but data set "
                          f"{name!r} has {dataset.num_classes}")
     precision = metadata.get("train_config", {}).get("train", {}).get("precision", "fp32")
-    loader = DataLoader(dataset, batch_size=batch_size)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=eval_shard(len(dataset)))
     confusion = evaluate(model, loader, dataset.num_classes, dataset.ignore_index,
                          precision if precision != "fp16" or torch.cuda.is_available() else "fp32",
                          refine=crf_refiner(mean, std) if crf else None)

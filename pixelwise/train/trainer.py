@@ -14,6 +14,10 @@ Exact resume: the sample order and each sample's augmentation are pure functions
 stream position (``pixelwise.train.sampling``), the learning rate a pure function of the step, and the
 checkpoint holds the weights, optimizer, scheduler, grad scaler and torch RNG states of one step. In
 deterministic mode on CPU a run killed at any moment and resumed ends with bit-identical weights.
+
+Under ``torchrun`` the same function trains with DistributedDataParallel (``pixelwise.train.distributed``):
+``train.batch_size`` is per process, each process draws its share of the one sample stream, and only
+rank 0 writes the run directory, so the checkpoint format does not depend on the number of processes.
 """
 
 from __future__ import annotations
@@ -40,10 +44,20 @@ from pixelwise.fileio import atomic_write
 from pixelwise.models import create_model, model_options
 from pixelwise.train import plots
 from pixelwise.train.config import Config, config_to_dict
-from pixelwise.train.distributed import is_main_process, train_sampler, unwrap_model, wrap_model
+from pixelwise.train.distributed import (
+    eval_shard,
+    gradient_sync,
+    is_main_process,
+    mean_over_processes,
+    rank_and_world_size,
+    setup,
+    train_sampler,
+    unwrap_model,
+    wrap_model,
+)
 from pixelwise.train.evaluate import evaluate, predict
 from pixelwise.train.losses import SegmentationLoss, crop_target_to
-from pixelwise.train.runtime import autocast, make_reproducible, resolve_device, resolve_root
+from pixelwise.train.runtime import autocast, make_reproducible, resolve_root
 from pixelwise.train.sampling import SeededSamples
 from pixelwise.train.schedules import build_optimizer, build_scheduler
 from pixelwise.train.state import load_state, rng_states, save_state, set_rng_states
@@ -144,45 +158,52 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> T
     settings = config.train
     if settings.threads:
         torch.set_num_threads(settings.threads)
+    device = setup(settings.device, settings.dist_timeout)
+    # The same seed on every rank: identical initial weights and dropout streams (rank 0's RNG is saved).
     make_reproducible(settings.seed, settings.deterministic)
-    device = resolve_device(settings.device)
 
     train_set, val_set = build_datasets(config)
     model = build_model(config, train_set).to(device)
     if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    network = wrap_model(model, device, settings.sync_batchnorm)
+    model = unwrap_model(network)  # the plain module (SyncBatchNorm inside under DDP) for saving and evaluation
     weights = class_weights(config, train_set.num_classes)
     criterion = SegmentationLoss(config.loss, weights, train_set.ignore_index).to(device)
     optimizer = build_optimizer(model, config.optim)
     scheduler = build_scheduler(optimizer, settings.steps, config.optim)
     scaler = torch.amp.GradScaler(device.type, enabled=settings.precision == "fp16")
 
-    start_step, best_miou = 0, -math.inf
+    world_size = rank_and_world_size()[1]
+    images_per_step = settings.batch_size * settings.accumulate * world_size  # over all processes
+    start_step, best_miou, stream_start = 0, -math.inf, 0
     saved = load_state(run_dir) if resume else None
     if saved is not None:
         start_step, state = saved
+        # Every rank loads the same state, so no broadcast is needed (DDP's own one at wrap time came first).
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         set_rng_states(state["rng"])
         best_miou = state["best_miou"]
+        # The stream continues where it stopped even if the number of processes changed since.
+        stream_start = state.get("samples_seen", start_step * images_per_step)
     if is_main_process():
         write_config(config, run_dir)
     log = MetricsLog(run_dir / METRICS_FILE, keep_until_step=start_step)
     writer = tensorboard_writer(run_dir)
 
-    images_per_step = settings.batch_size * settings.accumulate
     loader = DataLoader(
         SeededSamples(train_set), batch_size=settings.batch_size,
-        sampler=train_sampler(len(train_set), settings.seed, start_step, images_per_step),
+        sampler=train_sampler(len(train_set), settings.seed, stream_start),
         num_workers=config.data.num_workers, pin_memory=device.type == "cuda",
         # Its own generator: creating the loader must not draw from the global RNG the model uses.
         generator=torch.Generator(),
     )
-    val_loader = DataLoader(val_set, batch_size=config.eval.batch_size, num_workers=config.data.num_workers)
+    val_loader = DataLoader(val_set, batch_size=config.eval.batch_size, sampler=eval_shard(len(val_set)),
+                            num_workers=config.data.num_workers)
     batches = iter(loader)
-    network = wrap_model(model)
     metadata = checkpoint_metadata(config, train_set)
 
     progress = tqdm(total=settings.steps, initial=start_step, disable=not (is_main_process() and settings.progress),
@@ -201,7 +222,7 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> T
         progress.update()
         if step % settings.log_every == 0 or step == settings.steps:
             seconds = time.perf_counter() - window_start
-            row = {"step": step, "loss": window_loss / window_steps, "lr": lr,
+            row = {"step": step, "loss": mean_over_processes(window_loss / window_steps), "lr": lr,
                    "images_per_s": window_steps * images_per_step / max(seconds, 1e-9)}
             log.append(row)
             progress.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{lr:.2e}", img_s=f"{row['images_per_s']:.1f}")
@@ -222,7 +243,9 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> T
                     save_model(model, run_dir / BEST_DIR, **checkpoint_fields(metadata, step, scores))
             window_start = time.perf_counter()  # evaluation time is not training throughput
         if step % settings.checkpoint_every == 0 or step == settings.steps:
-            checkpoint(run_dir, step, model, optimizer, scheduler, scaler, best_miou, metadata, scores)
+            samples_seen = stream_start + (step - start_step) * images_per_step
+            checkpoint(run_dir, step, model, optimizer, scheduler, scaler, best_miou, samples_seen, metadata,
+                       scores)
     progress.close()
     if writer is not None:
         writer.close()
@@ -234,19 +257,23 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> T
 def train_step(model: nn.Module, criterion: SegmentationLoss, optimizer: torch.optim.Optimizer,
                scaler: torch.amp.GradScaler, batches, device: torch.device, precision: str,
                channels_last: bool, accumulate: int) -> float:
-    """One optimizer step over ``accumulate`` batches (gradients summed); returns the mean batch loss."""
+    """One optimizer step over ``accumulate`` batches (gradients summed); returns the mean batch loss.
+
+    Under DDP the gradients are all-reduced once, during the last micro-batch's backward.
+    """
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
-    for images, masks in batches:
+    for index, (images, masks) in enumerate(batches):
         images = images.to(device, non_blocking=True)
         masks = masks.to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        with autocast(device, precision):
-            logits = model(images)
-        aux_outputs = getattr(unwrap_model(model), "aux_outputs", None) or ()
-        loss = criterion(logits, masks, aux_outputs) / accumulate
-        scaler.scale(loss).backward()
+        with gradient_sync(model, enabled=index == accumulate - 1):
+            with autocast(device, precision):
+                logits = model(images)
+            aux_outputs = getattr(unwrap_model(model), "aux_outputs", None) or ()
+            loss = criterion(logits, masks, aux_outputs) / accumulate
+            scaler.scale(loss).backward()
         total += loss.item()
     scaler.step(optimizer)
     scaler.update()
@@ -275,8 +302,11 @@ def checkpoint_fields(metadata: dict[str, Any], step: int, scores: dict) -> dict
 
 def checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
                scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler, best_miou: float,
-               metadata: dict[str, Any], scores: dict) -> None:
-    """Latest weights for users (``load_model(run_dir)``), then the trainer state (``latest`` pointer last)."""
+               samples_seen: int, metadata: dict[str, Any], scores: dict) -> None:
+    """Latest weights for users (``load_model(run_dir)``), then the trainer state (``latest`` pointer last).
+
+    ``samples_seen`` is the global sample-stream position after ``step`` (all processes together).
+    """
     if not is_main_process():
         return
     save_model(model, run_dir, **checkpoint_fields(metadata, step, scores))
@@ -287,6 +317,7 @@ def checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch.opti
         "scaler": scaler.state_dict(),
         "rng": rng_states(),
         "best_miou": best_miou,
+        "samples_seen": samples_seen,
     })
 
 
