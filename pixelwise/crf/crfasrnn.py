@@ -90,7 +90,8 @@ class CRFasRNN(nn.Module):
             pixel_features(batch, height, width, self.bilateral_sxy, images, self.bilateral_srgb, dtype=dtype,
                            device=logits.device),
         ]
-        kernels = PairwiseKernels(features, exact=self.exact)
+        smoothness_key = ("smoothness", batch, height, width, float(self.gaussian_sxy), dtype)
+        kernels = PairwiseKernels(features, exact=self.exact, cache_keys=[smoothness_key, None])
         z = logits.permute(0, 2, 3, 1).reshape(-1, classes)
         z = mean_field(z, kernels, self.kernel_weights.to(dtype), self.compatibility.to(dtype), self.iterations)
         return z.view(batch, height, width, classes).permute(0, 3, 1, 2)

@@ -193,7 +193,6 @@ def _scale_factors(d: int) -> list[float]:
     return [_float32(1.0 / math.sqrt((i + 2) * (i + 1)) * inv_std_dev) for i in range(d)]
 
 
-
 # Coordinates are kept as rows of (d+1, P) tensors and looped over in Python: d is small, and torch's CPU
 # kernels are far faster on long contiguous rows than on reductions over a short last dimension.
 def _embed(features: Tensor, layout: _KeyLayout, sets: Tensor) -> tuple[Tensor, Tensor]:
@@ -281,10 +280,10 @@ class _KeyLayout:
         hi = [b * s for b, s in zip(high_f, scale, strict=True)]
         pad = 4 * (d + 1)
         self.low, extent = [], []
-        for j in range(d):
+        for j in range(d):  # y_j = sum_{k>=j} c_k - j c_{j-1}, with c = scale * f in [lo, hi]
             e_lo, e_hi = sum(lo[j:]), sum(hi[j:])
             if j > 0:
-                e_lo, e_hi = sum(lo[j:]) - j * hi[j - 1], sum(hi[j:]) - j * lo[j - 1]
+                e_lo, e_hi = e_lo - j * hi[j - 1], e_hi - j * lo[j - 1]
             self.low.append(math.floor(e_lo) - pad)
             extent.append(math.ceil(e_hi) + pad - self.low[-1] + 1)
         self.strides = [1]
