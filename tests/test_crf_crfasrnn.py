@@ -10,6 +10,16 @@ from pixelwise.crf.crfasrnn import mean_field
 from pixelwise.crf.kernels import PairwiseKernels, pixel_features
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny inputs run fastest on one thread; on a loaded shared VM torch's OpenMP threads can wait several
+    milliseconds per operation for a busy core (seen: 300x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_kernels(exact, size=5, seed=0):
     generator = torch.Generator().manual_seed(seed)
     image = torch.randint(0, 256, (1, 3, size, size), dtype=torch.uint8, generator=generator)
