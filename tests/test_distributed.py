@@ -8,6 +8,7 @@ command under torchrun, kills a rank, kills the launcher, and resumes.
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -281,3 +282,15 @@ def test_killed_rank_fails_the_job_and_a_killed_run_resumes_exactly(two_processe
         assert expected.keys() == actual.keys()
         for key in expected:
             assert torch.equal(expected[key], actual[key]), f"{name}: {key} differs after resuming at {step}"
+
+
+def test_a_two_process_checkpoint_resumes_in_one_process_where_the_stream_stopped(two_processes, tmp_path):
+    out, _ = two_processes
+    run_dir = tmp_path / "run"
+    shutil.copytree(out / "batch", run_dir)
+    step, state = load_state(run_dir)
+    assert (step, state["samples_seen"]) == (4, 4 * 2 * 2)  # 4 steps of batch 2 on each of 2 processes
+    longer = recipe(6, 2)  # one process now: the global batch drops from 4 to 2 images per step
+    train(config_from_dict(longer), run_dir, resume=True)
+    step, state = load_state(run_dir)
+    assert (step, state["samples_seen"]) == (6, 16 + 2 * 2)

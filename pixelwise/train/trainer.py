@@ -46,6 +46,7 @@ from pixelwise.train import plots
 from pixelwise.train.config import Config, config_to_dict
 from pixelwise.train.distributed import (
     eval_shard,
+    from_main_process,
     gradient_sync,
     is_main_process,
     mean_over_processes,
@@ -189,6 +190,10 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> T
         best_miou = state["best_miou"]
         # The stream continues where it stopped even if the number of processes changed since.
         stream_start = state.get("samples_seen", start_step * images_per_step)
+    main_start_step = from_main_process(start_step)
+    if main_start_step != start_step:
+        raise ValueError(f"{run_dir}: rank {rank_and_world_size()[0]} resumes at step {start_step} but rank 0 at "
+                         f"step {main_start_step}: every node must see the same run directory")
     if is_main_process():
         write_config(config, run_dir)
     log = MetricsLog(run_dir / METRICS_FILE, keep_until_step=start_step)
