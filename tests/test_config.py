@@ -5,12 +5,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pixelwise.data import DATASETS
+from pixelwise.models import model_options
 from pixelwise.train.config import (
     Config,
     ConfigError,
     apply_overrides,
     config_from_dict,
     config_to_dict,
+    crf_settings,
     load_config,
 )
 from pixelwise.train.recipes import QUICKSTART
@@ -84,3 +87,27 @@ def test_quickstart_yaml_mirrors_the_packaged_recipe():
 def test_every_recipe_is_valid_and_records_its_result(path):
     config = load_config(path)
     assert config.result, f"{path} must record its result (or 'not yet run') and the command"
+    # The model options must be ones the model takes (checked without building or downloading anything).
+    assert set(config.model.options) <= set(model_options(config.model.name)), config.model.options
+    assert config.data.name in DATASETS
+
+
+@pytest.mark.parametrize("recipe", ["voc/deeplabv1_vgg16.yaml", "voc/deeplabv2_resnet101.yaml"])
+def test_deeplab_v1_v2_recipes_carry_deeplab_v2s_published_crf(recipe):
+    config = load_config(CONFIGS / recipe)
+    assert config.model.name == recipe.split("/")[1].split("_")[0]
+    published = {"iterations": 10, "bilateral_compat": 4.0, "bilateral_sxy": 49.0, "bilateral_srgb": 5.0,
+                 "gaussian_compat": 3.0, "gaussian_sxy": 3.0}
+    assert crf_settings({"metadata": {"train_config": config_to_dict(config)}}) == published
+
+
+def test_crf_settings_default_to_dense_crf_defaults_and_reject_unknown_keys():
+    import inspect
+
+    from pixelwise.crf import dense_crf
+
+    defaults = {name: p.default for name, p in inspect.signature(dense_crf).parameters.items()
+                if p.kind is p.KEYWORD_ONLY and name in crf_settings({})}
+    assert crf_settings({}) == defaults and len(defaults) == 6
+    with pytest.raises(ConfigError, match="unknown key 'crf.bilateral_std'; did you mean 'crf.bilateral_sxy'"):
+        crf_settings({"metadata": {"train_config": {"crf": {"bilateral_std": 3}}}})

@@ -3,8 +3,10 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -111,3 +113,31 @@ def test_crf_hook_sees_the_original_pixels(saved_run, tmp_path):
     out = tmp_path / "crf.json"
     assert main(["eval", "--checkpoint", str(run_dir), "--crf", "--json", str(out)]) == 0
     assert 0.0 <= json.loads(out.read_text())["pixel_accuracy"] <= 1.0
+
+
+def test_eval_and_predict_crf_use_the_runs_crf_section(tmp_path, monkeypatch):
+    import pixelwise.crf
+
+    torch.manual_seed(0)
+    model = create_model("unet", 3, base_channels=4, depth=2)
+    crf = {"iterations": 2, "gaussian_sxy": 2.0, "gaussian_compat": 1.0, "bilateral_sxy": 49.0,
+           "bilateral_srgb": 5.0, "bilateral_compat": 4.0}
+    train_config = {"data": {"name": "synthetic", "options": {"image_size": 16, "num_classes": 3},
+                             "val_options": {"num_images": 2}}, "crf": crf}
+    save_model(model, tmp_path / "run", metadata={"train_config": train_config})
+    seen = []
+    real = pixelwise.crf.dense_crf
+
+    def recording(probs, image, **kwargs):
+        seen.append(kwargs)
+        return real(probs, image, **kwargs)
+
+    monkeypatch.setattr(pixelwise.crf, "dense_crf", recording)
+    assert main(["eval", "--checkpoint", str(tmp_path / "run"), "--crf"]) == 0
+    assert seen and all(kwargs == crf for kwargs in seen)
+    seen.clear()
+    image = tmp_path / "in.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (16, 20, 3), dtype=np.uint8)).save(image)
+    assert main(["predict", "--checkpoint", str(tmp_path / "run"), str(image), "--out", str(tmp_path / "out"),
+                 "--crf"]) == 0
+    assert seen and all(kwargs == crf for kwargs in seen)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 from safetensors.torch import save_file
 from torchvision.models import mobilenet_v2, mobilenet_v3_large, resnet50
 from torchvision.models import segmentation as tv
@@ -63,8 +64,8 @@ def test_vgg16_classifier_subsampled_to_large_fov() -> None:
     fc7 = torch.randn(8, 8)
     state = {"classifier.0.weight": fc6, "classifier.0.bias": torch.arange(8.0),
              "classifier.3.weight": fc7, "classifier.3.bias": torch.arange(8.0), "classifier.6.weight": fc7}
-    expected = {"classifier.0.weight": None, "classifier.0.bias": None, "classifier.3.weight": None,
-                "classifier.3.bias": None}
+    expected = {"classifier.0.weight": torch.empty(2, 512, 3, 3), "classifier.0.bias": torch.empty(2),
+                "classifier.3.weight": torch.empty(2, 2, 1, 1), "classifier.3.bias": torch.empty(2)}
     adapted = adapt_classification_state(state, expected)
     assert set(adapted) == set(expected)
     assert adapted["classifier.0.weight"].shape == (2, 512, 3, 3)
@@ -135,3 +136,23 @@ def test_saved_models_reload_without_their_weight_source(tmp_path: Path) -> None
 def test_backbone_must_be_one_the_model_accepts() -> None:
     with pytest.raises(ValueError, match=r"model 'deeplabv3' takes backbone one of \['resnet101'"):
         create_model("deeplabv3", backbone="vgg16")
+
+
+@pytest.mark.parametrize("name", ["fcn8s", "hypercolumn"])
+def test_fcn_and_hypercolumn_start_from_convolutionalized_imagenet_vgg16(tmp_path: Path, name: str) -> None:
+    """The FCN paper's initialisation: VGG16's convolutions, and fc6/fc7 reshaped into convolutions."""
+    torch.manual_seed(0)
+    vgg = torchvision.models.vgg16(weights=None).eval()
+    torch.save(vgg.state_dict(), tmp_path / "vgg16.pth")
+    model = create_model(name, 21, pretrained_backbone=str(tmp_path / "vgg16.pth")).eval()
+    fc = model.classifier if name == "fcn8s" else model.fc
+    assert torch.equal(model.backbone.features[28].weight, vgg.features[28].weight)
+    assert torch.equal(fc[0].weight, vgg.classifier[0].weight.view(4096, 512, 7, 7))
+    assert torch.equal(fc[3].weight[:, :, 0, 0], vgg.classifier[3].weight)
+    # The convolutionalized layers compute the classifier: on pool5 of a 224 image, fc7 equals VGG's.
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        pool5 = vgg.features(x)
+        ours = fc[:5](pool5) if name == "fcn8s" else fc[:5](pool5)[..., 3:4, 3:4]
+        theirs = vgg.classifier[:5](pool5.flatten(1))
+    torch.testing.assert_close(ours.flatten(1), theirs, atol=1e-4, rtol=1e-4)

@@ -114,16 +114,19 @@ def load_backbone_weights(backbone: nn.Module, name: str, source: bool | str | o
 
 
 def adapt_classification_state(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> dict:
-    """Drop an ImageNet classifier the backbone lacks; turn VGG16's fc6/fc7 into DeepLab-LargeFOV's.
+    """Drop an ImageNet classifier the backbone lacks; convolutionalize VGG16's fc6/fc7 where it has them.
 
-    DeepLab (Chen et al. 2015, section 4.1) subsamples fc6 from 4096 x 512 x 7 x 7 to 1024 x 512 x 3 x 3
-    (every 4th filter, every 3rd tap) and fc7 from 4096 x 4096 to 1024 x 1024.
+    FCN and Hypercolumns keep fc6 as a 4096 x 512 x 7 x 7 convolution and fc7 as 4096 x 4096 x 1 x 1 (the
+    same weights, reshaped). DeepLab-LargeFOV (Chen et al. 2015, section 4.1) subsamples them to
+    1024 x 512 x 3 x 3 (every 4th filter, every 3rd tap) and 1024 x 1024.
     """
     state = dict(state)
     if "classifier.0.weight" in expected and state.get("classifier.0.weight", torch.empty(0)).dim() == 2:
-        fc6, fc7 = state["classifier.0.weight"], state["classifier.3.weight"]
-        state["classifier.0.weight"] = fc6.view(fc6.shape[0], 512, 7, 7)[::4, :, ::3, ::3].contiguous()
-        state["classifier.0.bias"] = state["classifier.0.bias"][::4].clone()
-        state["classifier.3.weight"] = fc7[::4, ::4, None, None].contiguous()
-        state["classifier.3.bias"] = state["classifier.3.bias"][::4].clone()
+        fc6 = state["classifier.0.weight"].view(-1, 512, 7, 7)
+        fc7 = state["classifier.3.weight"][:, :, None, None]
+        if expected["classifier.0.weight"].shape[-1] == 3:  # DeepLab-LargeFOV's 3x3 fc6
+            fc6, fc7 = fc6[::4, :, ::3, ::3], fc7[::4, ::4]
+            state["classifier.0.bias"] = state["classifier.0.bias"][::4].clone()
+            state["classifier.3.bias"] = state["classifier.3.bias"][::4].clone()
+        state["classifier.0.weight"], state["classifier.3.weight"] = fc6.contiguous(), fc7.contiguous()
     return {key: value for key, value in state.items() if key in expected}

@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--crf", action="store_true",
-                        help="refine predictions with the dense CRF (pixelwise.crf, default kernels)")
+                        help="refine predictions with the dense CRF (pixelwise.crf, with the run's crf parameters)")
     parser.set_defaults(func=run)
 
 

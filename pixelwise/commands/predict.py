@@ -18,10 +18,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from pixelwise.checkpoint import read_config
 from pixelwise.fileio import atomic_write
 from pixelwise.infer.inputs import to_channels, to_uint8
 from pixelwise.infer.segmenter import Segmenter
 from pixelwise.infer.writers import class_areas, mask_image, overlay, save_png, with_legend
+from pixelwise.train.config import crf_settings
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
@@ -40,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tile", type=int, nargs=2, default=(512, 512), metavar=("H", "W"))
     parser.add_argument("--stride", type=int, nargs=2, default=(341, 341), metavar=("H", "W"))
     parser.add_argument("--tta", action="store_true", help=f"average scales {TTA_SCALES} and horizontal flips")
-    parser.add_argument("--crf", action="store_true", help="refine with the dense CRF (default parameters)")
+    parser.add_argument("--crf", action="store_true", help="refine with the dense CRF (the run's crf parameters)")
     parser.add_argument("--stats", action="store_true", help="write stats.csv: pixels of each class per image")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
@@ -139,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     segmenter = Segmenter(
         args.checkpoint, device=args.device, precision=args.precision, mode=args.mode, tile=tuple(args.tile),
         stride=tuple(args.stride), scales=TTA_SCALES if args.tta else (1.0,), flip=args.tta,
-        crf={} if args.crf else None,
+        crf=crf_settings(read_config(args.checkpoint)) if args.crf else None,
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

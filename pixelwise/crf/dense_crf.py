@@ -155,7 +155,7 @@ def image_tensor(image: Tensor | np.ndarray, batch: int, height: int, width: int
             raise ValueError(f"image must be uint8, got numpy {image.dtype}")
         if image.ndim not in (3, 4) or image.shape[-1] != 3:
             raise ValueError(f"image as a numpy array must be (H, W, 3) or (N, H, W, 3), got {image.shape}")
-        image = torch.from_numpy(np.ascontiguousarray(image)).movedim(-1, -3)
+        image = torch.tensor(image).movedim(-1, -3)  # a copy: the array may be read-only
     elif isinstance(image, Tensor):
         if image.dtype != torch.uint8:
             raise ValueError(f"image must be a uint8 tensor, got {image.dtype}")

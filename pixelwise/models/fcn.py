@@ -26,9 +26,12 @@ put output pixel ``i`` at ``(i + 0.5) / f - 0.5`` (the paper's are Caffe deconvo
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 
+from pixelwise.backbones.pretrained import load_backbone_weights
 from pixelwise.backbones.vgg import VGG16
 from pixelwise.nn.skip import crop_at
 from pixelwise.nn.upsample import Upsample, UpsamplingMode
@@ -42,6 +45,7 @@ class FCN(nn.Module):
 
     ``output_stride`` 32, 16 or 8 gives FCN-32s, -16s or -8s. The skip score layers start at zero,
     as in the paper, so a net fine-tuned from the coarser variant starts where that one ended.
+    ``pretrained_backbone`` (True or a file) loads ImageNet VGG16 into the convolutions and fc6/fc7.
     """
 
     def __init__(
@@ -51,6 +55,7 @@ class FCN(nn.Module):
         in_channels: int = 3,
         upsampling: UpsamplingMode = "transposed",
         dropout: float = 0.5,
+        pretrained_backbone: bool | str | os.PathLike = False,
     ) -> None:
         super().__init__()
         if output_stride not in (8, 16, 32):
@@ -73,6 +78,10 @@ class FCN(nn.Module):
             self.score_pool3 = _zero_conv1x1(256, num_classes)
             self.upscore_pool4 = Upsample(num_classes, num_classes, 2, upsampling, bias=False)
         self.upscore_final = Upsample(num_classes, num_classes, output_stride, upsampling, bias=False)
+        if pretrained_backbone:
+            # The paper's start: ImageNet VGG16 with fc6/fc7 convolutionalized (score layers stay new).
+            vgg = nn.ModuleDict({"features": self.backbone.features, "classifier": self.classifier[:6]})
+            load_backbone_weights(vgg, "vgg16", pretrained_backbone)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, _, pool3, pool4, pool5 = self.backbone(x)

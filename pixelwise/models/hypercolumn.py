@@ -21,11 +21,13 @@ features computed once per image and cut out per box by RoIAlign, and returns pe
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 from torch import nn
 from torchvision.ops import roi_align
 
+from pixelwise.backbones.pretrained import load_backbone_weights
 from pixelwise.backbones.vgg import VGG16
 from pixelwise.nn.upsample import resize_to
 
@@ -39,6 +41,7 @@ class Hypercolumn(nn.Module):
         in_channels: int = 3,
         grid_size: int = 5,
         dropout: float = 0.5,
+        pretrained_backbone: bool | str | os.PathLike = False,
     ) -> None:
         super().__init__()
         if grid_size < 1:
@@ -59,6 +62,9 @@ class Hypercolumn(nn.Module):
         outputs = grid_size * grid_size * num_classes
         # One 1x1 classifier per tap; their upsampled sum is one linear classifier on the hypercolumn.
         self.classifiers = nn.ModuleList(nn.Conv2d(c, outputs, 1) for c in (128, 512, 4096))
+        if pretrained_backbone:  # ImageNet VGG16, fc6/fc7 convolutionalized
+            vgg = nn.ModuleDict({"features": self.backbone.features, "classifier": self.fc})
+            load_backbone_weights(vgg, "vgg16", pretrained_backbone)
 
     def tap_scores(self, image: torch.Tensor) -> list[torch.Tensor]:
         """Per-tap scores (N, G*G*C, h_t, w_t) at each tap's own stride."""

@@ -122,6 +122,23 @@ class EvalConfig:
 
 
 @dataclass
+class CRFConfig:
+    """The dense CRF that ``pixelwise eval --crf`` and ``pixelwise predict --crf`` apply after the model.
+
+    ``pixelwise.crf.dense_crf`` keywords, pydensecrf's meaning; the defaults are its defaults. DeepLab v2's
+    published VOC setting is 10 iterations, bilateral weight 4, xy std 49, rgb std 5, Gaussian weight 3,
+    xy std 3 (the deeplabv1 and deeplabv2 recipes carry it).
+    """
+
+    iterations: int = 5
+    gaussian_sxy: float = 3.0
+    gaussian_compat: float = 3.0
+    bilateral_sxy: float = 80.0
+    bilateral_srgb: float = 13.0
+    bilateral_compat: float = 10.0
+
+
+@dataclass
 class Config:
     name: str = "run"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -130,6 +147,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    crf: CRFConfig = field(default_factory=CRFConfig)
     result: str | None = None  # what this recipe reached and the command that reproduces it (free text)
 
 
@@ -142,6 +160,15 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
     config = _build(Config, raw, source, "")
     _check_values(config, source)
     return config
+
+
+def crf_settings(model_config: dict[str, Any]) -> dict[str, Any]:
+    """The dense-CRF keywords a saved model's run recorded (its ``crf`` section), else the defaults.
+
+    ``model_config`` is a saved model's config (``pixelwise.read_config`` / ``model.pixelwise_config``).
+    """
+    recorded = model_config.get("metadata", {}).get("train_config", {}).get("crf", {})
+    return dataclasses.asdict(_build(CRFConfig, recorded, "the run's crf section", "crf."))
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:

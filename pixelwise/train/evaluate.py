@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,6 +20,7 @@ from pixelwise.checkpoint import load_model
 from pixelwise.data import build_dataset
 from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
 from pixelwise.metrics import ConfusionMatrix
+from pixelwise.train.config import crf_settings
 from pixelwise.train.distributed import eval_shard, reduce_confusion, setup
 from pixelwise.train.losses import crop_target_to
 from pixelwise.train.runtime import autocast, resolve_root
@@ -77,8 +79,8 @@ def _percent(value: float) -> str:
     return f"{'-':>7}" if math.isnan(value) else f"{100 * value:7.2f}"
 
 
-def crf_refiner(mean: Sequence[float], std: Sequence[float]) -> Refiner:
-    """``refine`` running the dense CRF (``pixelwise.crf.dense_crf``, its default kernels) on the softmax.
+def crf_refiner(mean: Sequence[float], std: Sequence[float], **crf: Any) -> Refiner:
+    """``refine`` running the dense CRF (``pixelwise.crf.dense_crf`` with keywords ``crf``) on the softmax.
 
     The CRF's appearance kernel compares colours in 0..255, so the normalised images are mapped back
     with the model's ``mean``/``std`` (a grayscale image is repeated to RGB).
@@ -91,7 +93,7 @@ def crf_refiner(mean: Sequence[float], std: Sequence[float]) -> Refiner:
         shift = torch.tensor(mean if len(mean) == channels else [sum(mean) / len(mean)], device=images.device)
         pixels = (images * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)).clamp(0, 1).mul(255).round()
         pixels = crop_target_to(logits, pixels.to(torch.uint8).expand(-1, 3, -1, -1))
-        return dense_crf(logits.softmax(1), pixels).clamp_min(1e-12).log()
+        return dense_crf(logits.softmax(1), pixels, **crf).clamp_min(1e-12).log()
 
     return refine
 
@@ -103,7 +105,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | None = None, 
 
     ``data`` is ``"NAME:ROOT"`` (``"synthetic"`` takes no root); None uses the data set the run trained on.
     ``split`` defaults to the run's validation split. Normalisation comes from the checkpoint's metadata;
-    the data set options are the run's when it is the same data set. ``crf`` refines with the dense CRF.
+    the data set options are the run's when it is the same data set. ``crf`` refines with the dense CRF,
+    with the parameters of the run's ``crf`` section.
     Under torchrun each process scores its shard of the split and the confusion matrices are summed.
     """
     model = load_model(checkpoint, map_location=setup(device))
@@ -130,6 +133,6 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | None = None, 
     loader = DataLoader(dataset, batch_size=batch_size, sampler=eval_shard(len(dataset)))
     confusion = evaluate(model, loader, dataset.num_classes, dataset.ignore_index,
                          precision if precision != "fp16" or torch.cuda.is_available() else "fp32",
-                         refine=crf_refiner(mean, std) if crf else None)
+                         refine=crf_refiner(mean, std, **crf_settings(config)) if crf else None)
     class_names = config.get("class_names") or list(dataset.class_names)
     return confusion.compute(), class_names
