@@ -2,8 +2,6 @@
 
 Every registered model is exported with small options (3 classes, the lightest backbone) and compared
 with eager PyTorch on random images, and on a real CamVid image when the data set is present.
-The three VGG16 FCNs take ~25 s each on one thread: fcn8s (both skip branches) always runs, fcn16s and
-fcn32s with PIXELWISE_FULL_EXPORT_TEST=1.
 """
 
 from __future__ import annotations
@@ -32,8 +30,6 @@ CANNOT_EXPORT = {
     "hypercolumn": "its forward computes the interpolation grid and reshape sizes in Python (math.ceil of the "
                    "input size) and the batch into a view: tracing freezes them, so other sizes fail",
 }
-SLOW = {"fcn16s", "fcn32s"}
-FULL = os.environ.get("PIXELWISE_FULL_EXPORT_TEST") == "1"
 
 
 def data_root() -> Path:
@@ -53,8 +49,6 @@ def assert_backends_agree(torch_segmenter: Segmenter, onnx_segmenter: Segmenter,
 
 @pytest.mark.parametrize("name", list_models())
 def test_onnxruntime_backend_agrees_with_torch(name):
-    if name in SLOW and not FULL:
-        pytest.skip(f"{name}: VGG16 export takes ~25 s on one thread; set PIXELWISE_FULL_EXPORT_TEST=1")
     torch.manual_seed(0)
     model = create_model(name, 3, **SMALL_OPTIONS.get(name, {})).eval()
     if name in CANNOT_EXPORT:
