@@ -9,15 +9,7 @@ from pixelwise.crf import CRFasRNN, dense_crf
 from pixelwise.crf.crfasrnn import mean_field
 from pixelwise.crf.kernels import PairwiseKernels, pixel_features
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny inputs run fastest on one thread; on a loaded shared VM torch's OpenMP threads can wait several
-    milliseconds per operation for a busy core (seen: 300x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def tiny_kernels(exact, size=5, seed=0):

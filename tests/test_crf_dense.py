@@ -12,14 +12,7 @@ from pixelwise.crf.reference import noisy_probabilities, pydensecrf_available, p
 CAMVID = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny inputs run fastest on one thread; on a loaded shared VM torch's OpenMP threads can wait several
-    milliseconds per operation for a busy core (seen: 300x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def scene(height=32, width=40, classes=3, batch=None, seed=0):

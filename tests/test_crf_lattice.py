@@ -12,14 +12,7 @@ needs_pydensecrf = pytest.mark.skipif(not pydensecrf_available(),
                                       reason="pydensecrf not installed (pip install pydensecrf2)")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny inputs run fastest on one thread; on a loaded shared VM torch's OpenMP threads can wait several
-    milliseconds per operation for a busy core (seen: 300x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def blocky_image(size: int = 40, seed: int = 0) -> torch.Tensor:
