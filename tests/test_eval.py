@@ -59,16 +59,23 @@ def test_table_has_a_row_per_class_and_the_means():
     assert "pixel accuracy 80.00" in lines[4]
 
 
+MEAN, STD = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
+
+
+def save_run(model: nn.Module, run_dir) -> None:
+    """A run directory as training leaves it: weights, class names, normalisation and the data config."""
+    train_config = {"data": {"name": "synthetic", "root": None, "options": {"image_size": 16},
+                             "val_options": {"num_images": 6}, "val_split": "val"}}
+    save_model(model, run_dir, class_names=["bg", "a", "b", "c", "d"], palette=[[0, 0, 0]] * 5,
+               metadata={"mean": MEAN, "std": STD, "dataset": "synthetic", "train_config": train_config})
+
+
 @pytest.fixture
 def saved_run(tmp_path):
     torch.manual_seed(0)
     model = create_model("unet", 5, base_channels=4, depth=2)
-    mean, std = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
-    train_config = {"data": {"name": "synthetic", "root": None, "options": {"image_size": 16},
-                             "val_options": {"num_images": 6}, "val_split": "val"}}
-    save_model(model, tmp_path, class_names=["bg", "a", "b", "c", "d"], palette=[[0, 0, 0]] * 5,
-               metadata={"mean": mean, "std": std, "dataset": "synthetic", "train_config": train_config})
-    return tmp_path, model, mean, std
+    save_run(model, tmp_path)
+    return tmp_path, model, MEAN, STD
 
 
 def test_eval_command_prints_the_table_and_writes_the_same_scores(saved_run, tmp_path, capsys):
@@ -92,6 +99,40 @@ def test_eval_command_prints_the_table_and_writes_the_same_scores(saved_run, tmp
     # Without --data, the data set the run trained on is used: the same numbers.
     scores, names = evaluate_checkpoint(run_dir)
     assert scores["pixel_accuracy"] == pytest.approx(written["pixel_accuracy"])
+
+
+def test_eval_test_time_augmentation_averages_the_softmax_of_every_view(saved_run, tmp_path):
+    run_dir, model, mean, std = saved_run
+    with torch.no_grad():  # large random weights: each view predicts differently (a fresh U-Net is near-constant)
+        for parameter in model.parameters():
+            parameter.normal_(0, 0.5)
+    save_run(model, run_dir)
+    out = tmp_path / "tta.json"
+    assert main(["eval", "--checkpoint", str(run_dir), "--flip", "--scales", "1", "0.5",
+                 "--json", str(out)]) == 0
+    plain = evaluate_checkpoint(run_dir)[0]["pixel_accuracy"]
+    dataset = build_dataset("synthetic", None, "val", build_transforms(False, mean=mean, std=std),
+                            image_size=16, num_images=6)
+    correct = total = 0
+    model.eval()
+    with torch.no_grad():
+        for image, mask in dataset:
+            small = nn.functional.interpolate(image[None], size=(8, 8), mode="bilinear", align_corners=False)
+            views = [model(image[None]), model(image[None].flip(-1)).flip(-1), model(small),
+                     model(small.flip(-1)).flip(-1)]
+            probs = sum(nn.functional.interpolate(v, size=(16, 16), mode="bilinear", align_corners=False).softmax(1)
+                        for v in views)
+            correct += (probs.argmax(1)[0] == mask).sum().item()
+            total += mask.numel()
+    assert json.loads(out.read_text())["pixel_accuracy"] == pytest.approx(correct / total)
+    assert plain != pytest.approx(correct / total)
+
+
+def test_multi_scale_eval_refuses_a_valid_padding_unet(tmp_path, capsys):
+    save_model(create_model("unet", 2, base_channels=4, depth=2, padding="valid"), tmp_path,
+               metadata={"train_config": {"data": {"name": "synthetic", "root": None}}})
+    assert main(["eval", "--checkpoint", str(tmp_path), "--scales", "0.5", "1"]) == 2
+    assert "multi-scale evaluation needs a same-padding model" in capsys.readouterr().err
 
 
 def test_eval_command_reports_an_unknown_data_set(saved_run, capsys):

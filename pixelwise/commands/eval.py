@@ -25,13 +25,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--crf", action="store_true",
                         help="refine predictions with the dense CRF (pixelwise.crf, with the run's crf parameters)")
+    parser.add_argument("--scales", type=float, nargs="+", default=[1.0], metavar="S",
+                        help="test-time augmentation: average the softmax over the image resized by each scale")
+    parser.add_argument("--flip", action="store_true",
+                        help="test-time augmentation: also average over the left-right mirrored image")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         scores, class_names = evaluate_checkpoint(args.checkpoint, args.data, args.split, args.batch_size,
-                                                  args.device, args.crf)
+                                                  args.device, args.crf, args.scales, args.flip)
         main = distributed.is_main_process()
     finally:
         distributed.shutdown()

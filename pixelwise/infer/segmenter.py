@@ -17,7 +17,7 @@ the modes -> test-time augmentation -> softmax -> optional dense CRF -> argmax.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -140,27 +140,10 @@ class Segmenter:
         returned instead: their argmax is the same and the softmax pass is saved.
         """
         batch = normalize_batch([to_channels(p, self.in_channels) for p in pixels], self.mean, self.std)
-        height, width = batch.shape[-2:]
-        views = [(scale, flipped) for scale in self.scales for flipped in ((False, True) if self.flip else (False,))]
-        if len(views) == 1 and views[0][0] == 1.0 and not views[0][1]:
+        if self.scales == (1.0,) and not self.flip:
             logits = self.logits(batch)
             return softmax_(logits) if probabilities else logits
-        total = None
-        for scale, flipped in views:
-            view = batch
-            if scale != 1.0:
-                size = (max(1, round(height * scale)), max(1, round(width * scale)))
-                view = F.interpolate(batch, size=size, mode="bilinear", align_corners=False)
-            if flipped:
-                view = view.flip(-1)
-            logits = self.logits(view)
-            if flipped:
-                logits = logits.flip(-1)
-            if scale != 1.0:
-                logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
-            probs = softmax_(logits)
-            total = probs if total is None else total.add_(probs)
-        return total.div_(len(views))
+        return average_views(self.logits, batch, self.scales, self.flip)
 
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         """Normalised (N, C, H, W) -> (N, K, H, W) float32 logits, by the configured mode."""
@@ -175,6 +158,33 @@ class Segmenter:
     def _apply_crf(self, probs: torch.Tensor, pixels: np.ndarray) -> torch.Tensor:
         rgb = np.ascontiguousarray(to_channels(pixels, 3))
         return torch.as_tensor(np.asarray(self.dense_crf(probs, rgb, **self.crf)))
+
+
+def average_views(logits_of: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor,
+                  scales: Sequence[float] = (1.0,), flip: bool = False) -> torch.Tensor:
+    """Test-time augmentation: the softmax of ``logits_of`` averaged over rescaled and mirrored views.
+
+    ``batch`` is (N, C, H, W); each view is resized by a scale (bilinear) and optionally mirrored left-right,
+    its logits are mirrored and resized back to (H, W) and the class probabilities (N, K, H, W) are averaged.
+    """
+    height, width = batch.shape[-2:]
+    total = None
+    views = [(scale, flipped) for scale in scales for flipped in ((False, True) if flip else (False,))]
+    for scale, flipped in views:
+        view = batch
+        if scale != 1.0:
+            size = (max(1, round(height * scale)), max(1, round(width * scale)))
+            view = F.interpolate(batch, size=size, mode="bilinear", align_corners=False)
+        if flipped:
+            view = view.flip(-1)
+        logits = logits_of(view).float()
+        if flipped:
+            logits = logits.flip(-1)
+        if scale != 1.0:
+            logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+        probs = softmax_(logits)
+        total = probs if total is None else total.add_(probs)
+    return total.div_(len(views))
 
 
 def softmax_(logits: torch.Tensor) -> torch.Tensor:

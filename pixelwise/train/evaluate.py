@@ -19,6 +19,8 @@ from torch.utils.data import DataLoader
 from pixelwise.checkpoint import load_model
 from pixelwise.data import build_dataset
 from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
+from pixelwise.infer.overlap_tile import valid_padding_depth
+from pixelwise.infer.segmenter import average_views
 from pixelwise.metrics import ConfusionMatrix
 from pixelwise.train.config import crf_settings
 from pixelwise.train.distributed import eval_shard, reduce_confusion, setup
@@ -30,13 +32,21 @@ Refiner = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 @torch.inference_mode()
 def predict(model: nn.Module, images: torch.Tensor, precision: str = "fp32", channels_last: bool = False,
-            refine: Refiner | None = None) -> torch.Tensor:
-    """Labels (N, h, w) int64 for normalised images (N, C, H, W) already on the model's device."""
-    if channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    with autocast(images.device, precision):
-        logits = model(images)
-    logits = logits.float()
+            refine: Refiner | None = None, scales: Sequence[float] = (1.0,), flip: bool = False) -> torch.Tensor:
+    """Labels (N, h, w) int64 for normalised images (N, C, H, W) already on the model's device.
+
+    ``scales``/``flip`` average the softmax over rescaled and mirrored views (``average_views``).
+    """
+    def logits_of(view: torch.Tensor) -> torch.Tensor:
+        if channels_last:
+            view = view.contiguous(memory_format=torch.channels_last)
+        with autocast(view.device, precision):
+            return model(view).float()
+
+    if tuple(scales) == (1.0,) and not flip:
+        logits = logits_of(images)
+    else:  # the log of the averaged probabilities: same argmax, and what a refiner expects
+        logits = average_views(logits_of, images, scales, flip).clamp_min_(1e-12).log_()
     if refine is not None:
         logits = refine(images, logits)
     return logits.argmax(1)
@@ -44,19 +54,20 @@ def predict(model: nn.Module, images: torch.Tensor, precision: str = "fp32", cha
 
 def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, ignore_index: int = 255,
              precision: str = "fp32", channels_last: bool = False, refine: Refiner | None = None,
-             ) -> ConfusionMatrix:
+             scales: Sequence[float] = (1.0,), flip: bool = False) -> ConfusionMatrix:
     """Accumulate the confusion matrix of ``model`` over every (image, mask) batch of ``loader``.
 
     The model is put in eval mode; its device is taken from its parameters. A model whose output is
     smaller than its input (valid padding) is scored on the centre of the mask it covers. Under torchrun
     each process passes a loader over its own shard (``sampler=eval_shard(len(dataset))``) and every
-    process gets the matrix summed over all of them.
+    process gets the matrix summed over all of them. ``scales`` and ``flip`` turn on test-time
+    augmentation (see ``predict``).
     """
     model.eval()
     device = next(model.parameters()).device
     confusion = ConfusionMatrix(num_classes, ignore_index)
     for images, masks in loader:
-        labels = predict(model, images.to(device), precision, channels_last, refine)
+        labels = predict(model, images.to(device), precision, channels_last, refine, scales, flip)
         confusion.update(labels, crop_target_to(labels, masks.to(device)))
     return reduce_confusion(confusion)
 
@@ -100,16 +111,20 @@ def crf_refiner(mean: Sequence[float], std: Sequence[float], **crf: Any) -> Refi
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | None = None, split: str | None = None,
                         batch_size: int = 1, device: str = "auto", crf: bool = False,
-                        ) -> tuple[dict, list[str]]:
+                        scales: Sequence[float] = (1.0,), flip: bool = False) -> tuple[dict, list[str]]:
     """Scores of a saved model (a run directory, or its ``best/``) over a whole split, and the class names.
 
     ``data`` is ``"NAME:ROOT"`` (``"synthetic"`` takes no root); None uses the data set the run trained on.
     ``split`` defaults to the run's validation split. Normalisation comes from the checkpoint's metadata;
     the data set options are the run's when it is the same data set. ``crf`` refines with the dense CRF,
-    with the parameters of the run's ``crf`` section.
+    with the parameters of the run's ``crf`` section; ``scales`` and ``flip`` average the softmax over
+    rescaled and mirrored views (multi-scale needs a model whose output matches its input size).
     Under torchrun each process scores its shard of the split and the confusion matrices are summed.
     """
     model = load_model(checkpoint, map_location=setup(device))
+    if tuple(scales) != (1.0,) and valid_padding_depth(model) is not None:
+        raise ValueError(f"{checkpoint}: multi-scale evaluation needs a same-padding model; this U-Net uses "
+                         "valid padding (its output is smaller than its input)")
     config = model.pixelwise_config
     metadata = config.get("metadata", {})
     trained_on = metadata.get("train_config", {}).get("data", {})
@@ -133,6 +148,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | None = None, 
     loader = DataLoader(dataset, batch_size=batch_size, sampler=eval_shard(len(dataset)))
     confusion = evaluate(model, loader, dataset.num_classes, dataset.ignore_index,
                          precision if precision != "fp16" or torch.cuda.is_available() else "fp32",
-                         refine=crf_refiner(mean, std, **crf_settings(config)) if crf else None)
+                         refine=crf_refiner(mean, std, **crf_settings(config)) if crf else None,
+                         scales=scales, flip=flip)
     class_names = config.get("class_names") or list(dataset.class_names)
     return confusion.compute(), class_names
