@@ -182,3 +182,13 @@ def test_eval_and_predict_crf_use_the_runs_crf_section(tmp_path, monkeypatch):
     assert main(["predict", "--checkpoint", str(tmp_path / "run"), str(image), "--out", str(tmp_path / "out"),
                  "--crf"]) == 0
     assert seen and all(kwargs == crf for kwargs in seen)
+
+
+def test_multi_scale_averaging_refuses_logits_smaller_than_their_input():
+    from pixelwise.infer.segmenter import average_views
+
+    def shrinking(view: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(view.shape[0], 2, view.shape[-2] - 4, view.shape[-1] - 4)
+
+    with pytest.raises(ValueError, match="the size of their input"):
+        average_views(shrinking, torch.zeros(1, 1, 16, 16), scales=(1.0, 0.5))

@@ -178,6 +178,9 @@ def average_views(logits_of: Callable[[torch.Tensor], torch.Tensor], batch: torc
         if flipped:
             view = view.flip(-1)
         logits = logits_of(view).float()
+        if scale != 1.0 and logits.shape[-2:] != view.shape[-2:]:  # stretching a cropped output misaligns it
+            raise ValueError(f"multi-scale averaging needs logits the size of their input; got "
+                             f"{tuple(logits.shape[-2:])} for {tuple(view.shape[-2:])} (a valid-padding model?)")
         if flipped:
             logits = logits.flip(-1)
         if scale != 1.0:
