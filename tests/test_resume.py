@@ -23,8 +23,10 @@ data:
   scale_range: [0.75, 1.25]
   crop_size: 16
   rotation: 10
+  vflip: true
+  quarter_turns: true
 optim: {optimizer: sgd, lr: 0.05, momentum: 0.9, warmup_steps: 3}
-train: {steps: 40, batch_size: 4, accumulate: 2, seed: 3, deterministic: true, threads: 1,
+train: {steps: 40, batch_size: 4, accumulate: 2, seed: 3, deterministic: true, threads: 1, ema_decay: 0.9,
         log_every: 5, checkpoint_every: 4, progress: false}
 eval: {every: 20, batch_size: 4, plot_images: 0}
 """

@@ -100,6 +100,31 @@ def test_hflip_is_exact_and_seeded_runs_repeat():
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
 
 
+def test_flips_and_quarter_turns_reach_all_eight_symmetries_exactly():
+    image, mask = blocky_pair(40, 40)  # square, so every symmetry keeps the shape
+    turns = [torch.rot90(mask, k, (-2, -1)) for k in range(4)]
+    symmetries = turns + [turn.flip(-1) for turn in turns]
+    transform = build_transforms(True, scale_range=None, hflip=True, vflip=True, quarter_turns=True)
+    torch.manual_seed(3)
+    seen = set()
+    for _ in range(64):
+        out_image, out_mask = transform(image, mask)
+        matches = [index for index, symmetry in enumerate(symmetries) if torch.equal(out_mask, symmetry)]
+        assert len(matches) == 1
+        seen.add(matches[0])
+        # Moved, not resampled: the image is exactly the mask's picture.
+        assert torch.allclose(red_channel(out_image), out_mask * 30.0, atol=1e-3)
+    assert seen == set(range(8))
+
+
+def test_quarter_turns_come_before_the_crop_so_batches_keep_their_shape():
+    image, mask = blocky_pair(24, 40)
+    transform = build_transforms(True, crop_size=(16, 32), scale_range=None, hflip=False, quarter_turns=True)
+    torch.manual_seed(4)
+    shapes = {transform(image, mask)[1].shape for _ in range(16)}
+    assert shapes == {(16, 32)}
+
+
 def test_color_jitter_changes_image_only():
     torch.manual_seed(2)
     image, mask = blocky_pair()

@@ -43,6 +43,23 @@ class RandomScale(v2.Transform):
         return self._call_kernel(v2.functional.resize, inpt, size=params["size"], antialias=True)
 
 
+class RandomQuarterTurn(v2.Transform):
+    """Rotate image and mask by 0, 90, 180 or 270 degrees, each with probability 1/4.
+
+    A quarter turn moves pixels without resampling, so unlike ``RandomRotation`` it blends nothing and fills
+    no corners; with both flips it gives all eight symmetries of the pixel grid, the lossless augmentation
+    for images without a preferred orientation (electron microscopy, aerial views). The canvas turns with
+    the image (``expand``), so put it before the crop when batches need one shape.
+    """
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        return {"angle": 90 * int(torch.randint(4, ()).item())}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        # torchvision turns multiples of 90 degrees with torch.rot90: an exact permutation of the pixels.
+        return self._call_kernel(v2.functional.rotate, inpt, angle=params["angle"], expand=True)
+
+
 class JointTransform:
     """``transform(image, mask) -> (image, mask)``: (C, H, W) float32 normalised, (H, W) int64.
 
@@ -82,6 +99,8 @@ def build_transforms(
     crop_size: int | tuple[int, int] | None = None,
     scale_range: tuple[float, float] | None = (0.5, 2.0),
     hflip: bool = True,
+    vflip: bool = False,
+    quarter_turns: bool = False,
     rotation: float = 0.0,
     elastic: bool | tuple[float, float] | None = None,
     color_jitter: float | tuple[float, float, float, float] | None = None,
@@ -91,8 +110,9 @@ def build_transforms(
 ) -> JointTransform:
     """The standard segmentation augmentation, or (``train=False``) only dtype conversion + normalisation.
 
-    Train order: random scale (``scale_range``, None to skip) -> random crop to ``crop_size`` padding
-    what is missing -> horizontal flip -> rotation by up to ``rotation`` degrees -> elastic deformation
+    Train order: random scale (``scale_range``, None to skip) -> random quarter turn (``quarter_turns``) ->
+    random crop to ``crop_size`` padding what is missing -> horizontal and vertical flips (each with
+    probability 1/2) -> rotation by up to ``rotation`` degrees -> elastic deformation
     (``True`` for the default (alpha, sigma) = (50, 5) px, or an (alpha, sigma) pair) -> colour jitter
     (brightness/contrast/saturation strength, or a (brightness, contrast, saturation, hue) tuple).
     """
@@ -102,10 +122,14 @@ def build_transforms(
     geometry: list[v2.Transform] = []
     if scale_range is not None and tuple(scale_range) != (1.0, 1.0):
         geometry.append(RandomScale(scale_range))
+    if quarter_turns:  # before the crop, so that non-square crops keep their shape
+        geometry.append(RandomQuarterTurn())
     if crop_size is not None:
         geometry.append(v2.RandomCrop(crop_size, pad_if_needed=True, fill=fill))
     if hflip:
         geometry.append(v2.RandomHorizontalFlip())
+    if vflip:
+        geometry.append(v2.RandomVerticalFlip())
     if rotation:
         geometry.append(v2.RandomRotation(rotation, interpolation=v2.InterpolationMode.BILINEAR, fill=fill))
     if elastic:

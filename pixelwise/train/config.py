@@ -54,6 +54,8 @@ class DataConfig:
     crop_size: int | list[int] | None = None
     scale_range: list[float] | None = field(default_factory=lambda: [0.5, 2.0])
     hflip: bool = True
+    vflip: bool = False
+    quarter_turns: bool = False  # random 0/90/180/270 degree turns (lossless; with both flips, all 8 symmetries)
     rotation: float = 0.0
     elastic: bool | list[float] | None = None
     color_jitter: float | list[float] | None = None
@@ -95,6 +97,7 @@ class TrainConfig:
     sync_batchnorm: bool = False  # under torchrun: BatchNorm statistics over all processes' batches (CUDA only)
     dist_timeout: float = 600.0  # seconds a process waits for its peers before failing; env PIXELWISE_DIST_TIMEOUT
     threads: int | None = None  # torch.set_num_threads; None keeps torch's default
+    ema_decay: float | None = None  # validate and save an EMA of the weights (pixelwise.train.ema), e.g. 0.999
     log_every: int = 10
     checkpoint_every: int = 500
     progress: bool = True
@@ -296,6 +299,8 @@ def _check_values(config: Config, source: str) -> None:
             raise ConfigError(f"{source}: {key} must be >= 1, got {value}")
     if config.train.dist_timeout <= 0:
         raise ConfigError(f"{source}: train.dist_timeout must be > 0 seconds, got {config.train.dist_timeout}")
+    if config.train.ema_decay is not None and not 0 < config.train.ema_decay < 1:
+        raise ConfigError(f"{source}: train.ema_decay must be in (0, 1), got {config.train.ema_decay}")
     if config.optim.lr <= 0:
         raise ConfigError(f"{source}: optim.lr must be > 0, got {config.optim.lr}")
     if len(config.data.mean) != len(config.data.std):

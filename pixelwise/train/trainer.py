@@ -3,8 +3,8 @@
 A run directory holds::
 
     config.yaml            the full training config (``--resume`` reads it back)
-    model.safetensors      latest weights  } loadable with pixelwise.load_model(run_dir)
-    config.json            and their config }
+    model.safetensors      latest weights  } loadable with pixelwise.load_model(run_dir); with
+    config.json            and their config }   train.ema_decay, the moving average of the weights
     best/                  the same pair for the best validation mIoU so far
     state/                 the trainer state for an exact resume (see pixelwise.train.state)
     metrics.jsonl          one JSON row per log (step, loss, lr, images_per_s) or evaluation (step, miou, ...)
@@ -34,6 +34,7 @@ from typing import Any
 import torch
 import yaml
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
@@ -56,6 +57,7 @@ from pixelwise.train.distributed import (
     unwrap_model,
     wrap_model,
 )
+from pixelwise.train.ema import weight_average
 from pixelwise.train.evaluate import evaluate, predict
 from pixelwise.train.losses import SegmentationLoss, crop_target_to
 from pixelwise.train.runtime import autocast, make_reproducible, resolve_root
@@ -90,7 +92,7 @@ def build_datasets(config: Config, transforms: bool = True) -> tuple[Dataset, Da
         crop = tuple(data.crop_size) if isinstance(data.crop_size, list) else data.crop_size
         train_transform = build_transforms(
             True, crop_size=crop, scale_range=tuple(data.scale_range) if data.scale_range else None,
-            hflip=data.hflip, rotation=data.rotation,
+            hflip=data.hflip, vflip=data.vflip, quarter_turns=data.quarter_turns, rotation=data.rotation,
             elastic=tuple(data.elastic) if isinstance(data.elastic, list) else data.elastic,
             color_jitter=tuple(data.color_jitter) if isinstance(data.color_jitter, list) else data.color_jitter,
             mean=data.mean, std=data.std,
@@ -174,6 +176,9 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> T
     optimizer = build_optimizer(model, config.optim)
     scheduler = build_scheduler(optimizer, settings.steps, config.optim)
     scaler = torch.amp.GradScaler(device.type, enabled=settings.precision == "fp16")
+    # What is validated, kept as best and shipped: the model itself, or the moving average of its weights.
+    average = weight_average(model, settings.ema_decay) if settings.ema_decay is not None else None
+    shipped = average.module if average is not None else model
 
     world_size = rank_and_world_size()[1]
     images_per_step = settings.batch_size * settings.accumulate * world_size  # over all processes
@@ -186,6 +191,10 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> T
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
+        if average is not None:
+            if "ema" not in state:
+                raise ValueError(f"{run_dir}: the run was started without train.ema_decay; resume it without")
+            average.load_state_dict(state["ema"])
         set_rng_states(state["rng"])
         best_miou = state["best_miou"]
         # The stream continues where it stopped even if the number of processes changed since.
@@ -221,6 +230,8 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> T
         loss = train_step(network, criterion, optimizer, scaler, islice(batches, settings.accumulate), device,
                           settings.precision, settings.channels_last, settings.accumulate)
         scheduler.step()
+        if average is not None:
+            average.update_parameters(model)
         if not math.isfinite(loss):
             raise FloatingPointError(f"loss is {loss} at step {step}: lower optim.lr or check the data")
         window_loss, window_steps = window_loss + loss, window_steps + 1
@@ -236,7 +247,7 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> T
                     writer.add_scalar(f"train/{key}", row[key], step)
             window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
         if step % config.eval.every == 0 or step == settings.steps:
-            scores = evaluate(model, val_loader, train_set.num_classes, train_set.ignore_index,
+            scores = evaluate(shipped, val_loader, train_set.num_classes, train_set.ignore_index,
                               settings.precision, settings.channels_last).compute()
             log.append({"step": step, **scores})
             if writer is not None:
@@ -245,17 +256,17 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> T
             if scores["miou"] > best_miou:
                 best_miou = scores["miou"]
                 if is_main_process():
-                    save_model(model, run_dir / BEST_DIR, **checkpoint_fields(metadata, step, scores))
+                    save_model(shipped, run_dir / BEST_DIR, **checkpoint_fields(metadata, step, scores))
             window_start = time.perf_counter()  # evaluation time is not training throughput
         if step % settings.checkpoint_every == 0 or step == settings.steps:
             samples_seen = stream_start + (step - start_step) * images_per_step
             checkpoint(run_dir, step, model, optimizer, scheduler, scaler, best_miou, samples_seen, metadata,
-                       scores)
+                       scores, average)
     progress.close()
     if writer is not None:
         writer.close()
     if is_main_process() and scores:
-        write_plots(config, run_dir, log.rows, scores, model, train_set)
+        write_plots(config, run_dir, log.rows, scores, shipped, train_set)
     return TrainResult(run_dir, settings.steps, scores, best_miou)
 
 
@@ -307,14 +318,17 @@ def checkpoint_fields(metadata: dict[str, Any], step: int, scores: dict) -> dict
 
 def checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
                scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler, best_miou: float,
-               samples_seen: int, metadata: dict[str, Any], scores: dict) -> None:
+               samples_seen: int, metadata: dict[str, Any], scores: dict, average: AveragedModel | None = None
+               ) -> None:
     """Latest weights for users (``load_model(run_dir)``), then the trainer state (``latest`` pointer last).
 
-    ``samples_seen`` is the global sample-stream position after ``step`` (all processes together).
+    ``samples_seen`` is the global sample-stream position after ``step`` (all processes together). With a
+    weight ``average`` (EMA) users get the average, and the state keeps both it and the raw weights.
     """
     if not is_main_process():
         return
-    save_model(model, run_dir, **checkpoint_fields(metadata, step, scores))
+    save_model(average.module if average is not None else model, run_dir, **checkpoint_fields(metadata, step, scores))
+    extra = {"ema": average.state_dict()} if average is not None else {}
     save_state(run_dir, step, {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -323,6 +337,7 @@ def checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch.opti
         "rng": rng_states(),
         "best_miou": best_miou,
         "samples_seen": samples_seen,
+        **extra,
     })
 
 

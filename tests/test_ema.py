@@ -1,0 +1,59 @@
+"""The EMA of the weights: a hand-written average as reference, and what the trainer ships with it."""
+
+import copy
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from pixelwise import load_model
+from pixelwise.train import config_from_dict, train
+from pixelwise.train.ema import weight_average
+from pixelwise.train.state import load_state
+from tests.test_train import tiny
+
+
+def test_average_follows_the_warmed_up_formula_for_weights_and_batchnorm_statistics():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3))
+    average = weight_average(model, decay=0.9)
+    reference = None
+    for updates in range(30):
+        with torch.no_grad():  # a stand-in for an optimizer step and a forward pass in train mode
+            for tensor in [*model.parameters(), model[1].running_mean, model[1].running_var]:
+                tensor.add_(torch.randn_like(tensor))
+            model[1].num_batches_tracked += 1
+        average.update_parameters(model)
+        current = copy.deepcopy(model.state_dict())
+        if reference is None:
+            reference = current
+        else:
+            decay = min(0.9, (1 + updates) / (10 + updates))
+            for key, value in current.items():
+                if value.is_floating_point():
+                    reference[key] = decay * reference[key] + (1 - decay) * value
+    averaged = average.module.state_dict()
+    for key, value in reference.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(averaged[key], value, rtol=1e-5, atol=1e-6)
+            assert not torch.allclose(averaged[key], model.state_dict()[key])
+    assert averaged["1.num_batches_tracked"].item() == 30  # counters are copied, not averaged
+    with pytest.raises(ValueError, match="decay must be in"):
+        weight_average(model, decay=1.0)
+
+
+def test_trainer_validates_and_ships_the_average_and_keeps_it_for_resume(tmp_path):
+    config = config_from_dict(tiny(train={"ema_decay": 0.5}))
+    train(config, tmp_path / "ema")
+    step, state = load_state(tmp_path / "ema")
+    shipped = load_file(tmp_path / "ema" / "model.safetensors")
+    assert step == 6 and state["ema"]["n_averaged"].item() == 6
+    assert all(torch.equal(value, state["ema"][f"module.{key}"]) for key, value in shipped.items())
+    assert any(not torch.equal(value, state["model"][key]) for key, value in shipped.items())
+    assert load_model(tmp_path / "ema").pixelwise_config["metadata"]["step"] == 6
+
+    plain = config_from_dict(tiny())
+    train(plain, tmp_path / "plain")
+    with pytest.raises(ValueError, match="started without train.ema_decay"):
+        train(config_from_dict(tiny(train={"ema_decay": 0.5, "steps": 9})), tmp_path / "plain", resume=True)
