@@ -83,3 +83,23 @@ def test_hypercolumn_grid_weights_are_a_partition_of_unity():
     weights = model.grid_weights((23, 31), torch.zeros(1))
     assert weights.shape == (25, 23, 31)
     torch.testing.assert_close(weights.sum(0), torch.ones(23, 31))
+
+
+def test_unet_dropout_acts_on_the_two_deepest_levels_in_training_only():
+    torch.manual_seed(0)
+    model = pixelwise.create_model("unet", 2, in_channels=1, base_channels=4, depth=3, dropout=0.5)
+    seen = []
+    model.dropout.register_forward_hook(lambda module, inputs, output: seen.append(tuple(inputs[0].shape)))
+    x = torch.randn(2, 1, 32, 32)
+    model.train()
+    first, second = model(x), model(x)
+    assert seen == [(2, 16, 8, 8), (2, 32, 4, 4)] * 2  # level 2 (skip) and level 3 (bottom)
+    assert not torch.allclose(first, second)  # a fresh mask each pass
+    model.eval()
+    assert torch.equal(model(x), model(x))
+    # Without dropout the same weights give the same network: eval mode ignores the option.
+    plain = pixelwise.create_model("unet", 2, in_channels=1, base_channels=4, depth=3)
+    plain.load_state_dict(model.state_dict())
+    assert torch.equal(plain.eval()(x), model(x))
+    with pytest.raises(ValueError, match="dropout must be in"):
+        pixelwise.create_model("unet", 2, dropout=1.0)

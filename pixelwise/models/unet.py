@@ -3,7 +3,9 @@
 Contracting path: at each level two 3x3 convolutions + ReLU, then a 2x2 max-pool; the resolution
 halves and the channels double (64 -> 128 -> 256 -> 512 -> 1024 with the defaults). Expanding path:
 a 2x2 up-convolution that halves the channels, concatenation with the encoder map of the same level
-(the skip), two 3x3 convolutions. A final 1x1 convolution gives the class scores.
+(the skip), two 3x3 convolutions. A final 1x1 convolution gives the class scores. ``dropout`` is the
+paper's "drop-out layers at the end of the contracting path" (0.5 in its Caffe model): the two deepest
+encoder maps, the bottom and the skip above it, are dropped out during training.
 
 Odd sizes, on purpose. With ``padding="same"`` the 3x3 convolutions keep the size, so only pooling
 can lose pixels. We pool with ``ceil_mode=True``: a level of size ``h`` goes down to ``ceil(h / 2)``
@@ -67,8 +69,11 @@ class UNet(nn.Module):
         padding: Padding = "same",
         upsampling: UpsamplingMode = "transposed",
         batch_norm: bool = False,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if padding not in ("same", "valid"):
             raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
         if depth < 1:
@@ -93,6 +98,7 @@ class UNet(nn.Module):
             for level in reversed(range(depth))
         )
         self.head = nn.Conv2d(base_channels, num_classes, 1)
+        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.padding == "valid":
@@ -100,6 +106,8 @@ class UNet(nn.Module):
         skips = []
         for level, block in enumerate(self.encoder):
             x = block(x)
+            if level >= self.depth - 1:  # the end of the contracting path
+                x = self.dropout(x)
             if level < self.depth:
                 skips.append(x)
                 x = self.pool(x)
