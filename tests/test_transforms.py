@@ -5,7 +5,7 @@ import torch
 from torch.nn.functional import max_pool2d
 from torchvision import tv_tensors
 
-from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
+from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, GridElastic, build_transforms
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
@@ -54,6 +54,7 @@ def test_crop_pads_image_with_zero_and_mask_with_ignore():
         {"elastic": True, "scale_range": None},
         # ElasticTransform blurs its displacement field with a 8 * sigma + 1 kernel: sides must exceed 4 sigma.
         {"elastic": (80.0, 5.0), "rotation": 10.0, "crop_size": (24, 36)},
+        {"elastic_grid": (3, 6.0), "crop_size": 40, "scale_range": None},
     ],
 )
 def test_geometry_moves_image_and_mask_together(options):
@@ -70,6 +71,22 @@ def test_geometry_moves_image_and_mask_together(options):
         uniform = (max_pool2d(labels, 5, 1, 2) == -max_pool2d(-labels, 5, 1, 2))[0, 0] & (out_mask != 255)
         agree = (red_channel(out_image)[uniform] - out_mask[uniform] * 30).abs() < 8
         assert uniform.sum() > 200 and agree.float().mean() > 0.95
+
+
+def test_grid_elastic_moves_its_control_points_by_std_pixels_and_smoothly_between():
+    torch.manual_seed(6)
+    transform = GridElastic(points=3, std=4.0)
+    fields = []
+    for _ in range(400):
+        grid = transform.make_params([tv_tensors.Image(torch.zeros(1, 33, 65))])["displacement"][0]  # (H, W, 2)
+        fields.append(grid * torch.tensor([65 / 2, 33 / 2]))  # back to pixels
+    fields = torch.stack(fields)
+    corners = fields[:, [0, 0, -1, -1], [0, -1, 0, -1]]  # control points sit on the corners (align_corners)
+    assert corners.std().item() == pytest.approx(4.0, rel=0.1)
+    # Neighbouring pixels move almost alike: no pixel-scale noise that would fray the membranes.
+    assert (fields[:, :, 1:] - fields[:, :, :-1]).abs().max() < 1.5
+    with pytest.raises(ValueError, match="points >= 2"):
+        GridElastic(points=1)
 
 
 def test_rotation_fills_ignore_and_black():

@@ -57,7 +57,8 @@ class DataConfig:
     vflip: bool = False
     quarter_turns: bool = False  # random 0/90/180/270 degree turns (lossless; with both flips, all 8 symmetries)
     rotation: float = 0.0
-    elastic: bool | list[float] | None = None
+    elastic: bool | list[float] | None = None  # torchvision's ElasticTransform: true, or [alpha, sigma]
+    elastic_grid: list[float] | None = None  # the U-Net paper's deformation: [grid points, std px], e.g. [3, 10]
     color_jitter: float | list[float] | None = None
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))

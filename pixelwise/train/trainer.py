@@ -94,6 +94,7 @@ def build_datasets(config: Config, transforms: bool = True) -> tuple[Dataset, Da
             True, crop_size=crop, scale_range=tuple(data.scale_range) if data.scale_range else None,
             hflip=data.hflip, vflip=data.vflip, quarter_turns=data.quarter_turns, rotation=data.rotation,
             elastic=tuple(data.elastic) if isinstance(data.elastic, list) else data.elastic,
+            elastic_grid=tuple(data.elastic_grid) if data.elastic_grid else None,
             color_jitter=tuple(data.color_jitter) if isinstance(data.color_jitter, list) else data.color_jitter,
             mean=data.mean, std=data.std,
         )
