@@ -50,6 +50,7 @@ def test_unknown_key_suggests_the_closest(tmp_path):
     ("data: {crop_size: [a, b]}\n", "data.crop_size"),
     ("model: 3\n", "model must be a mapping"),
     ("train: {ema_decay: 1.5}\n", "train.ema_decay must be in"),
+    ("train: {ema_warmup: 0.5}\n", "train.ema_warmup must be > 1"),
 ])
 def test_bad_values_name_the_key(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):

@@ -14,10 +14,11 @@ from pixelwise.train.state import load_state
 from tests.test_train import tiny
 
 
-def test_average_follows_the_warmed_up_formula_for_weights_and_batchnorm_statistics():
+@pytest.mark.parametrize("warmup", [10.0, 3.0])
+def test_average_follows_the_warmed_up_formula_for_weights_and_batchnorm_statistics(warmup):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3))
-    average = weight_average(model, decay=0.9)
+    average = weight_average(model, decay=0.9, warmup=warmup)
     reference = None
     for updates in range(30):
         with torch.no_grad():  # a stand-in for an optimizer step and a forward pass in train mode
@@ -29,7 +30,7 @@ def test_average_follows_the_warmed_up_formula_for_weights_and_batchnorm_statist
         if reference is None:
             reference = current
         else:
-            decay = min(0.9, (1 + updates) / (10 + updates))
+            decay = min(0.9, (1 + updates) / (warmup + updates))
             for key, value in current.items():
                 if value.is_floating_point():
                     reference[key] = decay * reference[key] + (1 - decay) * value
@@ -41,6 +42,8 @@ def test_average_follows_the_warmed_up_formula_for_weights_and_batchnorm_statist
     assert averaged["1.num_batches_tracked"].item() == 30  # counters are copied, not averaged
     with pytest.raises(ValueError, match="decay must be in"):
         weight_average(model, decay=1.0)
+    with pytest.raises(ValueError, match="warm-up must be > 1"):
+        weight_average(model, decay=0.9, warmup=1.0)
 
 
 def test_trainer_validates_and_ships_the_average_and_keeps_it_for_resume(tmp_path):

@@ -99,6 +99,7 @@ class TrainConfig:
     dist_timeout: float = 600.0  # seconds a process waits for its peers before failing; env PIXELWISE_DIST_TIMEOUT
     threads: int | None = None  # torch.set_num_threads; None keeps torch's default
     ema_decay: float | None = None  # validate and save an EMA of the weights (pixelwise.train.ema), e.g. 0.999
+    ema_warmup: float = 10.0  # the decay is min(ema_decay, (1 + step) / (ema_warmup + step)): > 1, lower = longer
     log_every: int = 10
     checkpoint_every: int = 500
     progress: bool = True
@@ -302,6 +303,8 @@ def _check_values(config: Config, source: str) -> None:
         raise ConfigError(f"{source}: train.dist_timeout must be > 0 seconds, got {config.train.dist_timeout}")
     if config.train.ema_decay is not None and not 0 < config.train.ema_decay < 1:
         raise ConfigError(f"{source}: train.ema_decay must be in (0, 1), got {config.train.ema_decay}")
+    if config.train.ema_warmup <= 1:
+        raise ConfigError(f"{source}: train.ema_warmup must be > 1, got {config.train.ema_warmup}")
     if config.optim.lr <= 0:
         raise ConfigError(f"{source}: optim.lr must be > 0, got {config.optim.lr}")
     if len(config.data.mean) != len(config.data.std):

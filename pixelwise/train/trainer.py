@@ -178,7 +178,8 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> T
     scheduler = build_scheduler(optimizer, settings.steps, config.optim)
     scaler = torch.amp.GradScaler(device.type, enabled=settings.precision == "fp16")
     # What is validated, kept as best and shipped: the model itself, or the moving average of its weights.
-    average = weight_average(model, settings.ema_decay) if settings.ema_decay is not None else None
+    average = (weight_average(model, settings.ema_decay, settings.ema_warmup) if settings.ema_decay is not None
+               else None)
     shipped = average.module if average is not None else model
 
     world_size = rank_and_world_size()[1]
