@@ -163,3 +163,29 @@ def test_grayscale_and_plain_tensors():
         build_transforms(False, mean=[0.5], std=[0.25])(gray.expand(3, -1, -1), mask)
     with pytest.raises(ValueError, match="scale_range"):
         build_transforms(True, scale_range=(2.0, 1.0))
+
+
+def test_noise_has_the_requested_spread_and_leaves_the_mask_alone():
+    torch.manual_seed(0)
+    image = tv_tensors.Image(torch.full((1, 128, 128), 128, dtype=torch.uint8))
+    mask = tv_tensors.Mask(torch.randint(0, 2, (128, 128)))
+    out_image, out_mask = build_transforms(True, scale_range=None, hflip=False, noise=0.05, mean=[0.0],
+                                           std=[1.0])(image, mask)
+    assert torch.equal(out_mask, mask)
+    assert abs(out_image.mean().item() - 128 / 255) < 0.005  # zero-mean noise
+    assert out_image.std().item() == pytest.approx(0.05, rel=0.05)
+
+
+def test_blur_softens_half_of_the_images_and_keeps_flat_regions():
+    torch.manual_seed(0)
+    step = torch.zeros(1, 32, 32, dtype=torch.uint8)
+    step[..., 16:] = 200
+    transform = build_transforms(True, scale_range=None, hflip=False, blur=2.0, mean=[0.0], std=[1.0])
+    blurred = 0
+    for _ in range(200):
+        out_image, out_mask = transform(tv_tensors.Image(step), tv_tensors.Mask(step.squeeze(0) // 200))
+        assert torch.equal(out_mask, step.squeeze(0) // 200)
+        assert torch.allclose(out_image[..., :4], torch.tensor(0.0)) and torch.allclose(
+            out_image[..., -4:], torch.tensor(200 / 255))  # far from the edge nothing changes
+        blurred += bool((out_image[0, :, 15] > 0).any())  # the edge bleeds into its dark side
+    assert 70 <= blurred <= 130  # about half: RandomApply with p = 0.5

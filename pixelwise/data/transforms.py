@@ -7,6 +7,7 @@ corners get 0 in the image and the ignore label in the mask, so the loss never l
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -129,6 +130,8 @@ def build_transforms(
     elastic: bool | tuple[float, float] | None = None,
     elastic_grid: tuple[int, float] | None = None,
     color_jitter: float | tuple[float, float, float, float] | None = None,
+    blur: float | None = None,
+    noise: float | None = None,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
     ignore_index: int = 255,
@@ -140,7 +143,10 @@ def build_transforms(
     probability 1/2) -> rotation by up to ``rotation`` degrees -> the U-Net paper's coarse-grid elastic
     deformation of the crop (``elastic_grid`` = (points, std px)) -> torchvision's elastic deformation
     (``True`` for the default (alpha, sigma) = (50, 5) px, or an (alpha, sigma) pair) -> colour jitter
-    (brightness/contrast/saturation strength, or a (brightness, contrast, saturation, hue) tuple).
+    (brightness/contrast/saturation strength, or a (brightness, contrast, saturation, hue) tuple) -> Gaussian
+    blur with a sigma drawn from [0.1, ``blur``] pixels, on half of the images -> additive Gaussian noise
+    with standard deviation ``noise`` (in units of the full intensity range, 1 = black to white). Blur and
+    noise stand in for the focus and the dose that vary from one microscope image to the next.
     """
     if not train:
         return JointTransform([], mean, std)
@@ -169,4 +175,9 @@ def build_transforms(
         else:
             brightness, contrast, saturation, hue = color_jitter
             geometry.append(v2.ColorJitter(brightness, contrast, saturation, hue))
+    if blur:
+        kernel = 2 * math.ceil(3 * blur) + 1  # +-3 sigma of the widest blur
+        geometry.append(v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, blur))], p=0.5))
+    if noise:
+        geometry.append(v2.GaussianNoise(sigma=noise))  # on uint8 images sigma is in the same 0-1 units, clipped
     return JointTransform(geometry, mean, std)

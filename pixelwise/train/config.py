@@ -60,6 +60,8 @@ class DataConfig:
     elastic: bool | list[float] | None = None  # torchvision's ElasticTransform: true, or [alpha, sigma]
     elastic_grid: list[float] | None = None  # the U-Net paper's deformation: [grid points, std px], e.g. [3, 10]
     color_jitter: float | list[float] | None = None
+    blur: float | None = None  # Gaussian blur of half the images, sigma up to this many pixels
+    noise: float | None = None  # additive Gaussian noise, std in units of the intensity range (0-1)
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
     num_workers: int = 0

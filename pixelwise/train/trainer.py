@@ -96,7 +96,7 @@ def build_datasets(config: Config, transforms: bool = True) -> tuple[Dataset, Da
             elastic=tuple(data.elastic) if isinstance(data.elastic, list) else data.elastic,
             elastic_grid=tuple(data.elastic_grid) if data.elastic_grid else None,
             color_jitter=tuple(data.color_jitter) if isinstance(data.color_jitter, list) else data.color_jitter,
-            mean=data.mean, std=data.std,
+            blur=data.blur, noise=data.noise, mean=data.mean, std=data.std,
         )
         val_transform = build_transforms(False, mean=data.mean, std=data.std)
     train_set = build_dataset(data.name, root, data.train_split, train_transform, **data.options)
