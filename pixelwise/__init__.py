@@ -1,21 +1,23 @@
-"""pixelwise: semantic segmentation, the classic family (FCN, U-Net, Hypercolumns, DeepLab)."""
+"""pixelwise: semantic segmentation, the classic family (FCN, U-Net, Hypercolumns, DeepLab).
 
-from pixelwise.checkpoint import load_model, read_config, save_model
-from pixelwise.infer import Segmenter
-from pixelwise.models import MODELS, create_model, list_models
-from pixelwise.models.torchvision_compat import from_torchvision
-from pixelwise.nn.convolutionalize import convolutionalize
+The names below load on first use (``pixelwise.lazy``), so ``import pixelwise`` is instant.
+"""
+
+from __future__ import annotations
+
+from pixelwise.lazy import attach
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "MODELS",
-    "Segmenter",
-    "convolutionalize",
-    "create_model",
-    "from_torchvision",
-    "list_models",
-    "load_model",
-    "read_config",
-    "save_model",
-]
+__getattr__, __dir__, __all__ = attach(__name__, {
+    "MODELS": "pixelwise.models",
+    "create_model": "pixelwise.models",
+    "list_models": "pixelwise.models",
+    "from_torchvision": "pixelwise.models.torchvision_compat",
+    "convolutionalize": "pixelwise.nn.convolutionalize",
+    "save_model": "pixelwise.checkpoint",
+    "load_model": "pixelwise.checkpoint",
+    "read_card": "pixelwise.checkpoint",
+    "RunCard": "pixelwise.card",
+    "Segmenter": "pixelwise.infer.segmenter",
+})

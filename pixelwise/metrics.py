@@ -10,6 +10,8 @@ import math
 
 import torch
 
+from pixelwise.data.base import IGNORE_INDEX
+
 
 class ConfusionMatrix:
     """Accumulates a (C, C) int64 confusion matrix; ``compute()`` turns it into the standard scores.
@@ -23,7 +25,7 @@ class ConfusionMatrix:
     ``torch.distributed.all_reduce(cm.matrix)`` it directly; ``merge`` adds another matrix in-process.
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX) -> None:
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = num_classes

@@ -9,16 +9,21 @@ import torch
 from torch import nn
 from torchvision.models import mobilenet_v3_large, resnet50
 
-from pixelwise.backbones import BACKBONES, build_backbone
+from pixelwise.backbones import BACKBONES, DilationSchedule, build_backbone, scaled_rates
 from pixelwise.backbones.vgg import VGG16
 from pixelwise.nn.conv import SeparableConv2d
 
 SIZES = [(1, 1), (2, 3), (31, 47)]
-LIGHT = ("vgg16", "mobilenet_v2", "mobilenet_v3_large")
+LIGHT = ("vgg16", "vgg16_largefov", "mobilenet_v2", "mobilenet_v3_large")
 
 
-@pytest.mark.parametrize("output_stride", [8, 16, 32])
-@pytest.mark.parametrize("name", list(BACKBONES))
+def output_strides(name: str) -> tuple[int, ...]:
+    """The output strides a backbone can be built at (the contract's attribute, on its class)."""
+    builder = BACKBONES[name]
+    return getattr(builder, "func", builder).output_strides
+
+
+@pytest.mark.parametrize(("name", "output_stride"), [(n, s) for n in BACKBONES for s in output_strides(n)])
 def test_every_map_has_ceil_size_at_its_capped_stride(name: str, output_stride: int) -> None:
     backbone = build_backbone(name, output_stride=output_stride).eval()
     assert max(backbone.strides) == output_stride
@@ -34,10 +39,12 @@ def test_every_map_has_ceil_size_at_its_capped_stride(name: str, output_stride: 
 
 @pytest.mark.parametrize("name", list(BACKBONES))
 def test_train_mode_grayscale_batch_of_two(name: str) -> None:
-    backbone = build_backbone(name, in_channels=1, output_stride=16).train()
+    output_stride = 16 if 16 in output_strides(name) else 32
+    backbone = build_backbone(name, in_channels=1, output_stride=output_stride).train()
     features = backbone(torch.randn(2, 1, 17, 18))
     assert [f.shape[0] for f in features] == [2] * len(features)
-    assert tuple(features[-1].shape[-2:]) == (2, 2)
+    side = math.ceil(17 / output_stride)
+    assert tuple(features[-1].shape[-2:]) == (side, side)
 
 
 def test_resnet_matches_torchvision_dilated_resnet() -> None:
@@ -60,15 +67,17 @@ def test_multi_grid_unit_rates(output_stride: int, rates: list[int]) -> None:
 
 
 def test_multi_grid_is_resnet_only() -> None:
-    with pytest.raises(ValueError, match="multi_grid applies to the ResNet"):
+    with pytest.raises(ValueError, match="backbone 'mobilenet_v2' takes no option multi_grid"):
         build_backbone("mobilenet_v2", multi_grid=(1, 2, 4))
 
 
 def test_unknown_backbone_and_output_stride() -> None:
     with pytest.raises(ValueError, match="unknown backbone 'resnet18'"):
         build_backbone("resnet18")
-    with pytest.raises(ValueError, match="output_stride must be 8, 16 or 32"):
+    with pytest.raises(ValueError, match="output_stride must be 8, 16 or 32, got 4"):
         build_backbone("xception65", output_stride=4)
+    with pytest.raises(ValueError, match="output_stride must be 32, got 16"):
+        build_backbone("vgg16", output_stride=16)  # the plain VGG16 of FCN and Hypercolumns has no atrous variant
 
 
 def test_mobilenet_v3_at_stride_16_is_torchvisions_dilated_network() -> None:
@@ -84,7 +93,7 @@ def test_mobilenet_v3_at_stride_16_is_torchvisions_dilated_network() -> None:
 
 
 def test_vgg16_large_fov_layout() -> None:
-    backbone = build_backbone("vgg16", output_stride=8)
+    backbone = build_backbone("vgg16_largefov", output_stride=8)
     pools = [m for m in backbone.features if isinstance(m, nn.MaxPool2d)]
     assert [p.stride for p in pools] == [2, 2, 2, 1, 1]
     convs = [m for m in backbone.features if isinstance(m, nn.Conv2d)]
@@ -109,3 +118,16 @@ def test_xception65_is_aligned_xception() -> None:
         assert isinstance(norm, nn.BatchNorm2d) and isinstance(relu, nn.ReLU)
     strided = [m[0] for m in separable if m[0].stride == (2, 2)]
     assert len(strided) == 4  # the four max-poolings, replaced by strided separable convolutions
+
+
+@pytest.mark.parametrize(("output_stride", "kept", "rate"), [(8, [2, 2, 2, 1, 1], 4), (32, [2, 2, 2, 2, 2], 1)])
+def test_dilation_schedule_trades_strides_past_the_output_stride(output_stride, kept, rate) -> None:
+    schedule = DilationSchedule(output_stride)
+    assert [schedule.downsample(2) for _ in range(5)] == kept
+    assert (schedule.stride, schedule.rate) == (output_stride, rate)
+
+
+def test_rates_rescale_to_keep_the_field_of_view() -> None:
+    assert scaled_rates((6, 12, 18), 16, 8) == (12, 24, 36)  # DeepLab v3 at output stride 8
+    assert scaled_rates((6, 12, 18, 24), 8, 16) == (3, 6, 9, 12)  # DeepLab v2's rates at 16
+    assert build_backbone("vgg16_largefov", output_stride=16).classifier[0].dilation == (6, 6)

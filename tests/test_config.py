@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pixelwise.crf import DEEPLAB_VOC
 from pixelwise.data import DATASETS
 from pixelwise.models import model_options
 from pixelwise.train.config import (
@@ -13,7 +14,6 @@ from pixelwise.train.config import (
     apply_overrides,
     config_from_dict,
     config_to_dict,
-    crf_settings,
     load_config,
 )
 from pixelwise.train.recipes import QUICKSTART
@@ -100,16 +100,21 @@ def test_deeplab_v1_v2_recipes_carry_deeplab_v2s_published_crf(recipe):
     assert config.model.name == recipe.split("/")[1].split("_")[0]
     published = {"iterations": 10, "bilateral_compat": 4.0, "bilateral_sxy": 49.0, "bilateral_srgb": 5.0,
                  "gaussian_compat": 3.0, "gaussian_sxy": 3.0}
-    assert crf_settings({"metadata": {"train_config": config_to_dict(config)}}) == published
+    assert config.crf.as_keywords() == published == DEEPLAB_VOC.as_keywords()
 
 
-def test_crf_settings_default_to_dense_crf_defaults_and_reject_unknown_keys():
+def test_crf_settings_default_to_pydensecrfs_and_reject_unknown_keys():
     import inspect
 
-    from pixelwise.crf import dense_crf
+    from pixelwise.crf import CRFasRNN, dense_crf
 
-    defaults = {name: p.default for name, p in inspect.signature(dense_crf).parameters.items()
-                if p.kind is p.KEYWORD_ONLY and name in crf_settings({})}
-    assert crf_settings({}) == defaults and len(defaults) == 6
+    pydensecrf = {"iterations": 5, "gaussian_sxy": 3.0, "gaussian_compat": 3.0, "bilateral_sxy": 80.0,
+                  "bilateral_srgb": 13.0, "bilateral_compat": 10.0}
+    assert Config().crf.as_keywords() == pydensecrf
+    signature = inspect.signature(dense_crf).parameters
+    assert {name: signature[name].default for name in pydensecrf} == pydensecrf
+    layer = CRFasRNN(3)
+    assert (layer.iterations, layer.gaussian_sxy, layer.bilateral_sxy, layer.bilateral_srgb) == (5, 3.0, 80.0, 13.0)
+    assert layer.kernel_weights[:, 0].tolist() == [3.0, 10.0]
     with pytest.raises(ConfigError, match="unknown key 'crf.bilateral_std'; did you mean 'crf.bilateral_sxy'"):
-        crf_settings({"metadata": {"train_config": {"crf": {"bilateral_std": 3}}}})
+        config_from_dict({"crf": {"bilateral_std": 3}})

@@ -38,7 +38,7 @@ def test_logits_at_input_size_in_eval_and_train(name: str, options: dict, sizes:
 def test_registry_lists_every_new_model_with_its_backbones() -> None:
     for name in NEW_MODELS:
         entry = MODELS[name]
-        default = model_options(name).get("backbone", "vgg16")
+        default = model_options(name).get("backbone", "vgg16_largefov")  # DeepLab v1 has its own VGG16
         assert entry.backbones[0] == default
     assert MODELS["deeplabv3plus"].backbones == (
         "xception65", "resnet101", "resnet50", "mobilenet_v2", "mobilenet_v3_large"
@@ -104,8 +104,26 @@ def test_image_pooling_with_one_image_in_train_mode_uses_running_statistics() ->
 
 
 def test_deeplabv3_trains_on_one_image() -> None:
+    """One image per batch in train mode, where the image-pooling branch has no batch statistics: it
+    normalises with its running statistics and leaves them alone, and optimizer steps on it lower its loss."""
+    torch.manual_seed(0)
     model = create_model("deeplabv3", 3, backbone="mobilenet_v3_large").train()
-    model(torch.randn(1, 3, 40, 40)).mean().backward()
+    pooling_norm = model.classifier[0].branches[-1][2]
+    pooling_norm.running_mean.uniform_(-1, 1)
+    before = pooling_norm.running_mean.clone()
+    image = torch.randn(1, 3, 40, 40)
+    target = torch.zeros(1, 40, 40, dtype=torch.long)
+    target[:, :, 20:] = 1  # a left half and a right half: learnable from one image
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(8):
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(model(image), target)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert torch.equal(pooling_norm.running_mean, before)
 
 
 def test_aspp_v2_sums_four_atrous_classifiers() -> None:
@@ -136,10 +154,32 @@ def test_deeplabv3plus_decoder_structure() -> None:
     assert all(isinstance(b, SeparableConv2d) for b in model.aspp.branches[1:4])
 
 
-def test_v1_and_v2_model_cards_mention_the_crf() -> None:
-    from pixelwise.models.deeplab import DeepLabV1, DeepLabV2
+@pytest.mark.parametrize("recipe", ["voc/deeplabv1_vgg16.yaml", "voc/deeplabv2_resnet101.yaml"])
+def test_v1_and_v2_runs_refine_with_deeplabs_crf(recipe: str) -> None:
+    """The papers post-process with a dense CRF: a run of their recipe carries DeepLab's published CRF on its
+    card, and ``Segmenter(run, crf=True)`` applies exactly that after the network."""
+    import types
+    from pathlib import Path
 
-    assert "CRF" in DeepLabV1.__doc__ and "CRF" in DeepLabV2.__doc__
+    import numpy as np
+
+    from pixelwise.crf import DEEPLAB_VOC, dense_crf
+    from pixelwise.infer import Segmenter
+    from pixelwise.train.config import load_config
+    from pixelwise.train.trainer import run_card
+
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / recipe)
+    options = {"backbone": "resnet50"} if config.model.name == "deeplabv2" else {}  # light, no ImageNet download
+    torch.manual_seed(0)
+    model = create_model(config.model.name, 21, **options).eval()
+    voc = types.SimpleNamespace(class_names=[str(c) for c in range(21)], palette=[[c, c, c] for c in range(21)],
+                                ignore_index=255)
+    model.card = run_card(config, voc, model)
+    assert model.card.crf == DEEPLAB_VOC
+    pixels = np.random.default_rng(0).integers(0, 256, (24, 20, 3), dtype=np.uint8)
+    probs = Segmenter(model).predict_proba(pixels)
+    expected = dense_crf(torch.from_numpy(probs), pixels, **DEEPLAB_VOC.as_keywords()).numpy()
+    np.testing.assert_allclose(Segmenter(model, crf=True).predict_proba(pixels), expected, atol=1e-5)
 
 
 def test_save_and_load_round_trip(tmp_path) -> None:

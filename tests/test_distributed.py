@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
 from pixelwise import create_model, load_model, save_model
+from pixelwise.card import DataSource
 from pixelwise.data import build_dataset
 from pixelwise.data.transforms import build_transforms
 from pixelwise.train import config_from_dict, evaluate, train
@@ -117,7 +118,7 @@ def two_processes(tmp_path_factory) -> tuple[Path, Path]:
     torch.manual_seed(0)
     model_dir = out / "model"
     save_model(create_model("unet", 5, base_channels=4, depth=2), model_dir,
-               metadata={"train_config": {"data": {"name": "synthetic", "options": {"image_size": 16}}}})
+               data=DataSource("synthetic", options={"image_size": 16}))
     mp.spawn(worker, args=((free_port(), free_port()), out, model_dir), nprocs=2)
     return out, model_dir
 

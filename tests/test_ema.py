@@ -54,7 +54,7 @@ def test_trainer_validates_and_ships_the_average_and_keeps_it_for_resume(tmp_pat
     assert step == 6 and state["ema"]["n_averaged"].item() == 6
     assert all(torch.equal(value, state["ema"][f"module.{key}"]) for key, value in shipped.items())
     assert any(not torch.equal(value, state["model"][key]) for key, value in shipped.items())
-    assert load_model(tmp_path / "ema").pixelwise_config["metadata"]["step"] == 6
+    assert load_model(tmp_path / "ema").card.step == 6
 
     plain = config_from_dict(tiny())
     train(plain, tmp_path / "plain")

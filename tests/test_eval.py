@@ -11,9 +11,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from pixelwise import create_model, save_model
+from pixelwise.card import DataSource
 from pixelwise.cli import main
+from pixelwise.crf import CRFSettings
 from pixelwise.data import build_dataset
-from pixelwise.data.transforms import build_transforms
+from pixelwise.data.transforms import Normalization, build_transforms
 from pixelwise.train.evaluate import crf_refiner, evaluate, evaluate_checkpoint, format_table
 
 
@@ -63,11 +65,10 @@ MEAN, STD = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
 
 
 def save_run(model: nn.Module, run_dir) -> None:
-    """A run directory as training leaves it: weights, class names, normalisation and the data config."""
-    train_config = {"data": {"name": "synthetic", "root": None, "options": {"image_size": 16},
-                             "val_options": {"num_images": 6}, "val_split": "val"}}
+    """A run directory as training leaves it: weights, class names, normalisation and the data set."""
     save_model(model, run_dir, class_names=["bg", "a", "b", "c", "d"], palette=[[0, 0, 0]] * 5,
-               metadata={"mean": MEAN, "std": STD, "dataset": "synthetic", "train_config": train_config})
+               normalization=Normalization(MEAN, STD),
+               data=DataSource("synthetic", None, {"image_size": 16}, {"num_images": 6}, "val"))
 
 
 @pytest.fixture
@@ -130,9 +131,10 @@ def test_eval_test_time_augmentation_averages_the_softmax_of_every_view(saved_ru
 
 def test_multi_scale_eval_refuses_a_valid_padding_unet(tmp_path, capsys):
     save_model(create_model("unet", 2, base_channels=4, depth=2, padding="valid"), tmp_path,
-               metadata={"train_config": {"data": {"name": "synthetic", "root": None}}})
+               data=DataSource("synthetic"))
     assert main(["eval", "--checkpoint", str(tmp_path), "--scales", "0.5", "1"]) == 2
-    assert "multi-scale evaluation needs a same-padding model" in capsys.readouterr().err
+    assert "multi-scale evaluation needs a same-size model; this one loses a 20-pixel margin" \
+        in capsys.readouterr().err
 
 
 def test_eval_command_reports_an_unknown_data_set(saved_run, capsys):
@@ -144,36 +146,50 @@ def test_eval_command_reports_an_unknown_data_set(saved_run, capsys):
 def test_crf_hook_sees_the_original_pixels(saved_run, tmp_path):
     from pixelwise.crf import dense_crf
 
-    run_dir, _, mean, std = saved_run
+    run_dir, model, mean, std = saved_run
     generator = torch.Generator().manual_seed(1)
     image = torch.randint(0, 256, (3, 12, 10), dtype=torch.uint8, generator=generator)
     normalised, _ = build_transforms(False, mean=mean, std=std)(image, torch.zeros(12, 10, dtype=torch.int64))
     logits = torch.randn(1, 5, 12, 10, generator=generator)
-    refined = crf_refiner(mean, std)(normalised[None], logits)
+    refined = crf_refiner(Normalization(mean, std), CRFSettings())(normalised[None], logits)
     torch.testing.assert_close(refined.exp(), dense_crf(logits.softmax(1), image[None]), rtol=1e-4, atol=1e-6)
+
+    # eval --crf scores the CRF's labels: the same count by hand, from the raw pixels and pydensecrf's defaults.
     out = tmp_path / "crf.json"
     assert main(["eval", "--checkpoint", str(run_dir), "--crf", "--json", str(out)]) == 0
-    assert 0.0 <= json.loads(out.read_text())["pixel_accuracy"] <= 1.0
+    normalise = build_transforms(False, mean=mean, std=std)
+    correct = total = changed = 0
+    with torch.no_grad():
+        for image, mask in build_dataset("synthetic", None, "val", image_size=16, num_images=6):
+            probs = model.eval()(normalise(image, mask)[0][None]).softmax(1)
+            labels = dense_crf(probs, image[None]).argmax(1)[0]
+            changed += (labels != probs.argmax(1)[0]).sum().item()
+            valid = mask != 255
+            correct += (labels == mask)[valid].sum().item()
+            total += valid.sum().item()
+    assert changed > 0  # the CRF moved some labels, so the score below tells the two apart
+    assert json.loads(out.read_text())["pixel_accuracy"] == pytest.approx(correct / total)
 
 
 def test_eval_and_predict_crf_use_the_runs_crf_section(tmp_path, monkeypatch):
-    import pixelwise.crf
+    import importlib
 
+    crf_module = importlib.import_module("pixelwise.crf.dense_crf")
     torch.manual_seed(0)
     model = create_model("unet", 3, base_channels=4, depth=2)
     crf = {"iterations": 2, "gaussian_sxy": 2.0, "gaussian_compat": 1.0, "bilateral_sxy": 49.0,
            "bilateral_srgb": 5.0, "bilateral_compat": 4.0}
-    train_config = {"data": {"name": "synthetic", "options": {"image_size": 16, "num_classes": 3},
-                             "val_options": {"num_images": 2}}, "crf": crf}
-    save_model(model, tmp_path / "run", metadata={"train_config": train_config})
+    save_model(model, tmp_path / "run", crf=CRFSettings(**crf),
+               data=DataSource("synthetic", options={"image_size": 16, "num_classes": 3},
+                               val_options={"num_images": 2}))
     seen = []
-    real = pixelwise.crf.dense_crf
+    real = crf_module.dense_crf
 
     def recording(probs, image, **kwargs):
         seen.append(kwargs)
         return real(probs, image, **kwargs)
 
-    monkeypatch.setattr(pixelwise.crf, "dense_crf", recording)
+    monkeypatch.setattr(crf_module, "dense_crf", recording)
     assert main(["eval", "--checkpoint", str(tmp_path / "run"), "--crf"]) == 0
     assert seen and all(kwargs == crf for kwargs in seen)
     seen.clear()

@@ -82,3 +82,42 @@ def test_unknown_model_and_option_are_clear_errors():
         pixelwise.create_model("unet", colour=3)
     with pytest.raises(ValueError, match="output_stride must be 8, 16 or 32"):
         pixelwise.models.fcn.FCN(output_stride=4)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_states_its_output_margin_and_card(name):
+    """Callers ask the model, never its class: same-size models have no margin and take any size."""
+    model = default_model(name)
+    assert (model.output_margin, model.size_multiple, model.input_size_for(77)) == (0, 1, 77)
+    assert model.card.name == name and model.card.num_classes == 3
+    # The card spells out every option, so a saved model rebuilds the same network whatever defaults do later.
+    assert set(model.card.options) == set(model_options(name)) - {"pretrained_backbone", "weights"}
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 4])
+def test_valid_unet_margin_matches_its_output(depth):
+    model = build("unet", 2, base_channels=2, depth=depth, padding="valid").eval()
+    assert model.output_margin == {1: 8, 2: 20, 3: 44, 4: 92}[depth]  # 572 -> 388 at depth 4: (572 - 388) / 2
+    assert model.size_multiple == 2**depth
+    with torch.inference_mode():
+        for output in (model.size_multiple, 3 * model.size_multiple):
+            side = model.input_size_for(output)
+            produced = model(torch.randn(1, 3, side, side)).shape[-1]
+            assert produced >= output and produced == side - 2 * model.output_margin
+
+
+def test_no_module_outside_models_imports_a_model_class():
+    """Inference, training and serving read the model contract; only models/ knows the classes."""
+    import ast
+    from pathlib import Path
+
+    package = Path(pixelwise.__file__).parent
+    classes = {"UNet", "FCN", "BackboneFCN", "Hypercolumn", "DeepLabV1", "DeepLabV2", "DeepLabV3", "DeepLabV3Plus"}
+    offenders = []
+    for path in package.rglob("*.py"):
+        if path.parent.name == "models":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pixelwise.models"):
+                offenders += [f"{path.relative_to(package)}: {a.name}" for a in node.names if a.name in classes]
+    assert not offenders

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import types
-
 import numpy as np
 import pytest
 import torch
@@ -13,8 +10,9 @@ from torch.nn import functional as F
 
 from pixelwise import create_model, save_model
 from pixelwise.data.base import DataError
+from pixelwise.data.transforms import Normalization
 from pixelwise.infer import Segmenter, fold_batchnorm
-from pixelwise.infer.overlap_tile import mirror_indices, tile_geometry
+from pixelwise.infer.overlap_tile import mirror_indices
 from pixelwise.infer.sliding import slide_logits, window_starts
 
 MEAN, STD = [0.2, 0.5, 0.7], [0.3, 0.2, 0.1]
@@ -53,11 +51,11 @@ def reference_probs(model, pixels: np.ndarray, mean=(0.485, 0.456, 0.406), std=(
 
 
 def test_whole_mode_matches_hand_written_normalisation(unet, image, tmp_path):
-    save_model(unet, tmp_path, metadata={"normalization": {"mean": MEAN, "std": STD}})
+    save_model(unet, tmp_path, normalization=Normalization(MEAN, STD))
     probs = Segmenter(tmp_path).predict_proba(image)
     assert probs.shape == (4, 37, 53) and probs.dtype == np.float32
     np.testing.assert_allclose(probs, reference_probs(unet, image, MEAN, STD).numpy(), atol=1e-5)
-    # Without normalisation in the metadata, ImageNet statistics are used.
+    # A card without its own normalisation has ImageNet statistics.
     np.testing.assert_allclose(Segmenter(unet).predict_proba(image), reference_probs(unet, image).numpy(), atol=1e-5)
 
 
@@ -171,8 +169,10 @@ def valid_unet():
 
 def test_overlap_tile_equals_the_whole_mirrored_image(valid_unet):
     pixels = np.random.default_rng(1).integers(0, 256, (45, 38, 3), dtype=np.uint8)
-    input_side, margin = tile_geometry(8, 2)
-    assert (input_side, margin) == (48, 20)  # depth 2: each side loses 20 pixels
+    # The model contract: depth 2 loses 20 pixels on each side; output tiles of 8 need inputs of 48.
+    margin = valid_unet.output_margin
+    assert (margin, valid_unet.size_multiple, valid_unet.input_size_for(8)) == (20, 4, 48)
+    assert valid_unet(torch.zeros(1, 3, 48, 48)).shape[-1] == 48 - 2 * margin
     # Reference: mirror the whole image by hand (numpy), run the model once, keep the image's pixels.
     padded = np.pad(pixels, ((margin, margin + 3), (margin, margin + 2), (0, 0)), mode="reflect")
     expected = reference_probs(valid_unet, padded)[:, :45, :38].numpy()
@@ -182,6 +182,9 @@ def test_overlap_tile_equals_the_whole_mirrored_image(valid_unet):
     np.testing.assert_allclose(stitched, expected, atol=1e-5)
     with pytest.raises(ValueError, match="multiples of 4"):
         Segmenter(valid_unet, mode="slide", tile=(10, 10))
+    # Overlap-tile stitches output tiles edge to edge: a window stride means nothing to it.
+    with pytest.raises(ValueError, match="stride applies to sliding windows; this model loses a 20-pixel margin"):
+        Segmenter(valid_unet, mode="slide", tile=(8, 8), stride=(4, 4))
 
 
 def test_flip_and_multiscale_average_the_softmax(unet, image):
@@ -241,29 +244,22 @@ def test_fast_path_agrees_with_eager(unet, precision, agreement):
     np.testing.assert_allclose(fast, eager, atol=1e-4 if precision == "fp32" else 0.05)
 
 
-def test_crf_is_applied_to_the_probabilities(unet, image, monkeypatch):
-    calls = []
+def test_crf_true_applies_the_runs_own_settings(unet, image, tmp_path):
+    from pixelwise.crf import CRFSettings, dense_crf
 
-    def dense_crf(probs, pixels, **options):
-        calls.append((probs.shape, pixels.shape, pixels.dtype, options))
-        flipped = np.zeros_like(probs)
-        flipped[0] = 1.0  # a "CRF" that puts every pixel in class 0
-        return flipped
-
-    monkeypatch.setitem(sys.modules, "pixelwise.crf", types.SimpleNamespace(dense_crf=dense_crf))
-    labels = Segmenter(unet, crf={"iterations": 3}).predict(image)
-    assert calls == [((4, 37, 53), (37, 53, 3), np.uint8, {"iterations": 3})]
-    assert (labels == 0).all()
-
-
-def test_crf_without_the_module_is_a_clear_error(unet, monkeypatch):
-    monkeypatch.setitem(sys.modules, "pixelwise.crf", types.SimpleNamespace())
-    with pytest.raises(ImportError, match="dense_crf"):
-        Segmenter(unet, crf={})
+    settings = CRFSettings(iterations=2, bilateral_srgb=5.0)
+    save_model(unet, tmp_path, crf=settings)
+    probs = Segmenter(unet).predict_proba(image)
+    expected = dense_crf(torch.from_numpy(probs), image, iterations=2, bilateral_srgb=5.0).numpy()
+    np.testing.assert_allclose(Segmenter(tmp_path, crf=True).predict_proba(image), expected, atol=1e-5)
+    np.testing.assert_array_equal(Segmenter(tmp_path, crf=True).predict(image), expected.argmax(0))
+    with pytest.raises(ValueError, match="unexpected keyword argument 'bilateral_std'"):
+        Segmenter(unet, crf={"bilateral_std": 3})
 
 
 def test_real_dense_crf_refines_the_probabilities(unet, image):
-    crf = pytest.importorskip("pixelwise.crf", reason="pixelwise.crf is not installed")
+    from pixelwise import crf
+
     options = {"iterations": 2}
     probs = Segmenter(unet).predict_proba(image)
     expected = crf.dense_crf(torch.from_numpy(probs), image, **options)

@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 from pixelwise import load_model
 from pixelwise.data import build_dataset
 from pixelwise.train import config_from_dict, config_to_dict, train
+from pixelwise.train.evaluate import evaluate_checkpoint
 from pixelwise.train.schedules import lr_factor
 from pixelwise.train.state import load_state
 from pixelwise.train.trainer import class_weights
@@ -39,12 +40,12 @@ def test_run_directory_holds_loadable_weights_state_metrics_and_plots(tmp_path):
                  "loss.png", "miou.png", "class_iou.png", "examples.png", "state/latest.json"):
         assert (tmp_path / name).is_file(), name
     model = load_model(tmp_path)
-    saved = model.pixelwise_config
-    assert saved["class_names"] == ["background", "disc", "rectangle", "triangle", "ring"]
-    assert saved["metadata"]["dataset"] == "synthetic"
-    assert saved["metadata"]["mean"] == config.data.mean and saved["metadata"]["std"] == config.data.std
-    assert saved["metadata"]["train_config"] == config_to_dict(config)
-    assert saved["metadata"]["step"] == 6
+    card = model.card
+    assert card.class_names == ["background", "disc", "rectangle", "triangle", "ring"]
+    assert card.data.name == "synthetic" and card.data.options == config.data.options
+    assert list(card.normalization.mean) == config.data.mean and list(card.normalization.std) == config.data.std
+    assert card.train_config == config_to_dict(config)
+    assert card.step == 6 and card.crf == config.crf and card.precision == config.train.precision
     # The user-facing weights and the resume state are the same step's.
     step, state = load_state(tmp_path)
     weights = load_file(tmp_path / "model.safetensors")
@@ -80,10 +81,21 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path):
 
 
 def test_bf16_and_channels_last_train_on_cpu(tmp_path):
-    config = config_from_dict(tiny(train={"steps": 2, "precision": "bf16", "channels_last": True,
-                                          "checkpoint_every": 2}, eval={"every": 2, "plot_images": 0}))
-    result = train(config, tmp_path)
-    assert 0.0 <= result.scores["miou"] <= 1.0
+    settings = {"steps": 2, "checkpoint_every": 2}
+    evaluation = {"every": 2, "plot_images": 0}
+    train(config_from_dict(tiny(train=settings, eval=evaluation)), tmp_path / "fp32")
+    config = config_from_dict(tiny(train={**settings, "precision": "bf16", "channels_last": True}, eval=evaluation))
+    result = train(config, tmp_path / "bf16")
+    # The same two steps in bf16 and channels-last: the weights follow the fp32 run's. Adam moves a weight by
+    # about lr (0.01) a step whatever the gradient's size, so runs that went apart differ by < 2 * 2 * lr.
+    fp32, bf16 = load_file(tmp_path / "fp32/model.safetensors"), load_file(tmp_path / "bf16/model.safetensors")
+    drift = max((fp32[key] - bf16[key]).abs().max().item() for key in fp32 if fp32[key].is_floating_point())
+    assert 0 < drift < 0.04
+    # The scores it reports are the saved model's, evaluated again in the run's precision (from its card).
+    assert load_model(tmp_path / "bf16").card.precision == "bf16"
+    scores, _ = evaluate_checkpoint(tmp_path / "bf16")
+    assert scores["miou"] == pytest.approx(result.scores["miou"], abs=1e-6)
+    assert scores["pixel_accuracy"] == pytest.approx(result.scores["pixel_accuracy"], abs=1e-6)
 
 
 def test_median_frequency_class_weights_follow_segnet():
@@ -120,7 +132,7 @@ def test_quickstart_and_train_commands_end_to_end(tmp_path, capsys):
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(json.dumps(tiny(train={"steps": 2, "checkpoint_every": 2}, eval={"every": 2, "plot_images": 0})))
     assert main(["train", "--config", str(recipe), "--out", str(tmp_path / "run"), "--set", "train.seed=5"]) == 0
-    assert load_model(tmp_path / "run").pixelwise_config["metadata"]["train_config"]["train"]["seed"] == 5
+    assert load_model(tmp_path / "run").card.train_config["train"]["seed"] == 5
     # Starting over an existing run, or resuming with a changed config, is refused with a clear message.
     assert main(["train", "--config", str(recipe), "--out", str(tmp_path / "run")]) == 2
     assert "already holds a run" in capsys.readouterr().err

@@ -1,29 +1,28 @@
-"""Backbones: image (N, C, H, W) -> a list of feature maps, shallow to deep.
+"""Backbones: image (N, C, H, W) -> a list of feature maps, shallow to deep (the contract: ``base.Backbone``).
 
-Every backbone has ``channels`` and ``strides`` attributes describing the maps its forward returns
-(strides are nominal and capped at ``output_stride``: past it, strides become dilation). A map at
-stride ``s`` has ``ceil(H / s)`` by ``ceil(W / s)`` pixels for every input size.
-
-``BACKBONES`` maps a name to a builder ``(in_channels, output_stride) -> nn.Module``; ``build_backbone``
-adds ImageNet weights and the ResNet multi-grid option.
+``BACKBONES`` maps a name to a builder ``(in_channels, output_stride, **options) -> Backbone``;
+``build_backbone`` adds ImageNet weights. Two VGG16s, two names: ``vgg16`` is the plain network (FCN,
+Hypercolumns), ``vgg16_largefov`` DeepLab v1's, with 3x3 poolings, atrous conv5 and a 3x3 atrous fc6.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import partial
+from typing import Any
 
-from torch import nn
-
+from pixelwise.backbones.base import Backbone, DilationSchedule, check_output_stride, scaled_rates
 from pixelwise.backbones.mobilenet import MobileNet
 from pixelwise.backbones.pretrained import load_backbone_weights
 from pixelwise.backbones.resnet import ResNet
 from pixelwise.backbones.vgg import VGG16, VGG16LargeFOV
 from pixelwise.backbones.xception import Xception65
 
-BACKBONES: dict[str, Callable[..., nn.Module]] = {
-    "vgg16": VGG16LargeFOV,
+BACKBONES: dict[str, Callable[..., Backbone]] = {
+    "vgg16": VGG16,
+    "vgg16_largefov": VGG16LargeFOV,
     "resnet50": partial(ResNet, "resnet50"),
     "resnet101": partial(ResNet, "resnet101"),
     "xception65": Xception65,
@@ -35,21 +34,40 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
 def build_backbone(
     name: str,
     in_channels: int = 3,
-    output_stride: int = 16,
+    output_stride: int | None = None,
     pretrained: bool | str | os.PathLike = False,
-    multi_grid: Sequence[int] | None = None,
-) -> nn.Module:
-    """The backbone ``name`` at ``output_stride``; ``pretrained`` True (torchvision's ImageNet weights)
-    or a path to a weights file; ``multi_grid`` unit rates of the last stage (ResNets only)."""
+    **options: Any,
+) -> Backbone:
+    """The backbone ``name``; ``output_stride`` None takes the backbone's own default.
+
+    ``pretrained`` is True (torchvision's ImageNet weights) or a path to a weights file; ``options`` are the
+    backbone's own keywords (``multi_grid`` unit rates of the last ResNet stage, VGG16's ``first_padding``).
+    """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose from {', '.join(BACKBONES)}")
-    options = {"multi_grid": multi_grid} if multi_grid is not None else {}
-    if options and not name.startswith("resnet"):
-        raise ValueError(f"multi_grid applies to the ResNet backbones only, not {name!r}")
-    backbone = BACKBONES[name](in_channels=in_channels, output_stride=output_stride, **options)
+    builder = BACKBONES[name]
+    accepted = set(inspect.signature(builder).parameters) - {"in_channels", "output_stride"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ValueError(f"backbone {name!r} takes no option {', '.join(unknown)} (its options: "
+                         f"{', '.join(sorted(accepted)) or 'none'})")
+    stride = {} if output_stride is None else {"output_stride": output_stride}
+    backbone = builder(in_channels=in_channels, **stride, **options)
     if pretrained:
         load_backbone_weights(backbone, name, pretrained)
     return backbone
 
 
-__all__ = ["BACKBONES", "VGG16", "MobileNet", "ResNet", "VGG16LargeFOV", "Xception65", "build_backbone"]
+__all__ = [
+    "BACKBONES",
+    "VGG16",
+    "Backbone",
+    "DilationSchedule",
+    "MobileNet",
+    "ResNet",
+    "VGG16LargeFOV",
+    "Xception65",
+    "build_backbone",
+    "check_output_stride",
+    "scaled_rates",
+]

@@ -13,50 +13,44 @@ import torch
 from torch import nn
 from torchvision.models import mobilenet_v2, mobilenet_v3_large
 
+from pixelwise.backbones.base import Backbone, DilationSchedule
 from pixelwise.nn.conv import same_padding
 
 MOBILENETS = {"mobilenet_v2": mobilenet_v2, "mobilenet_v3_large": mobilenet_v3_large}
 
 
-class MobileNet(nn.Module):
+class MobileNet(Backbone):
     """(N, in_channels, H, W) -> the last map at each stride: 5 maps at strides (2, 4, 8, 16, 32) capped
     at ``output_stride``. MobileNetV2 channels (16, 24, 32, 96, 1280); MobileNetV3-Large (16, 24, 40, 112, 960).
     """
 
     def __init__(self, version: str = "mobilenet_v2", in_channels: int = 3, output_stride: int = 32) -> None:
-        super().__init__()
+        super().__init__(output_stride)
         if version not in MOBILENETS:
             raise ValueError(f"unknown MobileNet {version!r}; choose from {sorted(MOBILENETS)}")
-        if output_stride not in (8, 16, 32):
-            raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
         self.features = MOBILENETS[version](weights=None).features
         if in_channels != 3:
             first = self.features[0][0]
             self.features[0][0] = nn.Conv2d(
                 in_channels, first.out_channels, first.kernel_size, first.stride, first.padding, bias=False
             )
-        strides, self.channels = [], []
+        strides = []
         self._taps: list[int] = []
-        stride, rate = 1, 1
+        schedule = DilationSchedule(output_stride)
         for index, block in enumerate(self.features):
             for conv in (m for m in block.modules() if isinstance(m, nn.Conv2d)):
                 if conv.stride[0] > 1:
                     if index > 0:  # the block before a downsampling one is the last at its stride
                         self._taps.append(index - 1)
-                        strides.append(min(stride, output_stride))
-                    if stride * conv.stride[0] > output_stride:
-                        rate *= conv.stride[0]
-                        conv.stride = (1, 1)
-                    else:
-                        stride *= conv.stride[0]
-                if conv.kernel_size[0] > 1 and rate > 1:
-                    conv.dilation = (rate, rate)
-                    conv.padding = (same_padding(conv.kernel_size[0], rate),) * 2
+                        strides.append(schedule.stride)
+                    conv.stride = (schedule.downsample(conv.stride[0]),) * 2
+                if conv.kernel_size[0] > 1 and schedule.rate > 1:
+                    conv.dilation = (schedule.rate, schedule.rate)
+                    conv.padding = (same_padding(conv.kernel_size[0], schedule.rate),) * 2
         self._taps.append(len(self.features) - 1)
-        strides.append(min(stride * rate, output_stride))
+        strides.append(schedule.stride)
         self.strides = tuple(strides)
         self.channels = tuple(_out_channels(self.features[index]) for index in self._taps)
-        self.output_stride = output_stride
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = []

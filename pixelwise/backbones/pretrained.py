@@ -28,6 +28,7 @@ from torchvision.models._api import WeightsEnum
 # The ImageNet checkpoints torchvision's own segmentation models start from.
 IMAGENET_WEIGHTS: dict[str, WeightsEnum] = {
     "vgg16": VGG16_Weights.IMAGENET1K_V1,
+    "vgg16_largefov": VGG16_Weights.IMAGENET1K_V1,  # fc6/fc7 subsampled on loading
     "resnet50": ResNet50_Weights.IMAGENET1K_V1,
     "resnet101": ResNet101_Weights.IMAGENET1K_V1,
     "mobilenet_v2": MobileNet_V2_Weights.IMAGENET1K_V1,

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torchvision.models import resnet50, resnet101
 
+from pixelwise.backbones.base import Backbone, DilationSchedule
 from pixelwise.nn.conv import same_padding
 
 RESNETS = {"resnet50": resnet50, "resnet101": resnet101}
@@ -30,7 +31,7 @@ STAGE_CHANNELS = (256, 512, 1024, 2048)
 MULTI_GRID = (1, 2, 4)
 
 
-class ResNet(nn.Module):
+class ResNet(Backbone):
     """(N, in_channels, H, W) -> [layer1, layer2, layer3, layer4] maps.
 
     ``channels`` = (256, 512, 1024, 2048); ``strides`` = (4, 8, 16, 32) capped at ``output_stride``.
@@ -46,13 +47,13 @@ class ResNet(nn.Module):
         output_stride: int = 32,
         multi_grid: Sequence[int] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(output_stride)
         if depth not in RESNETS:
             raise ValueError(f"unknown ResNet {depth!r}; choose from {sorted(RESNETS)}")
-        if output_stride not in (8, 16, 32):
-            raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
-        # torchvision dilates layer2/3/4 by a flag each; stages past the output stride are dilated.
-        dilate = [stride > output_stride for stride in STAGE_STRIDES[1:]]
+        schedule = DilationSchedule(output_stride)
+        schedule.downsample(4)  # conv1 and the max-pool, always kept
+        # torchvision dilates layer2/3/4 by a flag each: a stage whose stride-2 step is not kept is dilated.
+        dilate = [schedule.downsample(2) == 1 for _ in STAGES[1:]]
         net = RESNETS[depth](weights=None, replace_stride_with_dilation=dilate)
         if in_channels != 3:
             net.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
@@ -60,15 +61,13 @@ class ResNet(nn.Module):
         for name in STAGES:
             setattr(self, name, getattr(net, name))
         if multi_grid is not None:
-            self._set_unit_rates(output_stride, multi_grid)
-        self.strides = tuple(min(stride, output_stride) for stride in STAGE_STRIDES)
-        self.output_stride = output_stride
+            self._set_unit_rates(schedule.rate, multi_grid)
+        self.strides = self.capped(STAGE_STRIDES)
 
-    def _set_unit_rates(self, output_stride: int, multi_grid: Sequence[int]) -> None:
+    def _set_unit_rates(self, base_rate: int, multi_grid: Sequence[int]) -> None:
         units = list(self.layer4)
         if len(multi_grid) != len(units):
             raise ValueError(f"multi_grid needs one rate per unit of the last stage ({len(units)}), got {multi_grid}")
-        base_rate = 32 // output_stride
         for unit, rate in zip(units, multi_grid, strict=True):
             unit.conv2.dilation = (base_rate * rate,) * 2
             unit.conv2.padding = (same_padding(3, base_rate * rate),) * 2

@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pixelwise.backbones.base import Backbone, DilationSchedule, scaled_rates
+
 # Channels of each 3x3 convolution; "M" is a 2x2 max-pool.
 VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 
@@ -33,18 +35,22 @@ def vgg16_layers(in_channels: int = 3, first_padding: int = 1, ceil_mode: bool =
     return nn.Sequential(*layers)
 
 
-class VGG16(nn.Module):
+class VGG16(Backbone):
     """VGG16 convolutional layers: (N, C, H, W) -> the five pooled maps pool1 ... pool5.
 
     ``channels`` and ``strides`` describe the returned maps: 64, 128, 256, 512, 512 channels at
-    strides 2, 4, 8, 16, 32 (``ceil(H / stride)`` pixels each with ``first_padding=1``).
+    strides 2, 4, 8, 16, 32 (``ceil(H / stride)`` pixels each with ``first_padding=1``). The backbone of
+    FCN and Hypercolumns, whose convolutionalized fc6/fc7 live in the models; output stride 32 only.
     """
 
     channels = (64, 128, 256, 512, 512)
     strides = (2, 4, 8, 16, 32)
+    output_strides = (32,)
 
-    def __init__(self, in_channels: int = 3, first_padding: int = 1, ceil_mode: bool = True) -> None:
-        super().__init__()
+    def __init__(
+        self, in_channels: int = 3, output_stride: int = 32, first_padding: int = 1, ceil_mode: bool = True
+    ) -> None:
+        super().__init__(output_stride)
         self.features = vgg16_layers(in_channels, first_padding, ceil_mode)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -56,7 +62,7 @@ class VGG16(nn.Module):
         return pooled
 
 
-class VGG16LargeFOV(nn.Module):
+class VGG16LargeFOV(Backbone):
     """DeepLab-LargeFOV's VGG16 (Chen et al., ICLR 2015): (N, C, H, W) -> pool1 ... pool5 and fc7.
 
     The five poolings are 3x3 with stride 2 and padding 1 (DeepLab's), and those past
@@ -73,22 +79,15 @@ class VGG16LargeFOV(nn.Module):
     channels = (64, 128, 256, 512, 512, 1024)
 
     def __init__(self, in_channels: int = 3, output_stride: int = 8, dropout: float = 0.5) -> None:
-        super().__init__()
-        if output_stride not in (8, 16, 32):
-            raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+        super().__init__(output_stride)
         self.features = vgg16_layers(in_channels)
-        stride, rate = 1, 1
+        schedule = DilationSchedule(output_stride)
         for index, layer in enumerate(self.features):
             if isinstance(layer, nn.MaxPool2d):
-                if stride * 2 > output_stride:
-                    rate *= 2
-                    self.features[index] = nn.MaxPool2d(3, stride=1, padding=1)
-                else:
-                    stride *= 2
-                    self.features[index] = nn.MaxPool2d(3, stride=2, padding=1)
-            elif isinstance(layer, nn.Conv2d) and rate > 1:
-                layer.dilation, layer.padding = (rate, rate), (rate, rate)
-        fc6_rate = 12 * 8 // output_stride
+                self.features[index] = nn.MaxPool2d(3, stride=schedule.downsample(2), padding=1)
+            elif isinstance(layer, nn.Conv2d) and schedule.rate > 1:
+                layer.dilation, layer.padding = (schedule.rate,) * 2, (schedule.rate,) * 2
+        (fc6_rate,) = scaled_rates((12,), 8, output_stride)
         self.classifier = nn.Sequential(
             nn.Conv2d(512, 1024, 3, padding=fc6_rate, dilation=fc6_rate),  # fc6
             nn.ReLU(inplace=True),
@@ -97,8 +96,7 @@ class VGG16LargeFOV(nn.Module):
             nn.ReLU(inplace=True),
             nn.Dropout(dropout),
         )
-        self.strides = tuple(min(s, output_stride) for s in (2, 4, 8, 16, 32, 32))
-        self.output_stride = output_stride
+        self.strides = self.capped((2, 4, 8, 16, 32, 32))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = []

@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pixelwise.backbones.base import Backbone, DilationSchedule
 from pixelwise.nn.conv import ConvBNReLU, SeparableConv2d
 
 MIDDLE_REPEATS = 16
@@ -47,7 +48,7 @@ class XceptionBlock(nn.Module):
         return self.sepconv3(hidden) + self.shortcut(x), hidden
 
 
-class Xception65(nn.Module):
+class Xception65(Backbone):
     """(N, in_channels, H, W) -> 5 maps, the last at each stride.
 
     ``channels`` = (64, 256, 728, 1024, 2048) at ``strides`` (2, 4, 8, 16, 32), capped at ``output_stride``.
@@ -56,14 +57,13 @@ class Xception65(nn.Module):
     channels = (64, 256, 728, 1024, 2048)
 
     def __init__(self, in_channels: int = 3, output_stride: int = 32) -> None:
-        super().__init__()
-        if output_stride not in (8, 16, 32):
-            raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+        super().__init__(output_stride)
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, 32, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True),
             ConvBNReLU(32, 64, 3),
         )
-        stride, rate = 2, 1
+        schedule = DilationSchedule(output_stride)
+        schedule.downsample(2)  # the stem
         blocks: list[XceptionBlock] = []
         # (input channels, block channels, stride) for entry flow, middle flow and the exit block.
         layout = [(64, (128, 128, 128), 2), (128, (256, 256, 256), 2), (256, (728, 728, 728), 2)]
@@ -71,19 +71,17 @@ class Xception65(nn.Module):
         layout += [(728, (728, 1024, 1024), 2)]
         for block_in, block_channels, block_stride in layout:
             # A block whose stride is replaced by dilation keeps the previous rate; later ones get the new one.
-            blocks.append(XceptionBlock(block_in, block_channels, 1 if stride >= output_stride else block_stride, rate))
-            if block_stride > 1 and stride >= output_stride:
-                rate *= block_stride
-            elif block_stride > 1:
-                stride *= block_stride
+            rate = schedule.rate
+            kept = schedule.downsample(block_stride) if block_stride > 1 else 1
+            blocks.append(XceptionBlock(block_in, block_channels, kept, rate))
+        rate = schedule.rate
         self.blocks = nn.ModuleList(blocks)
         self.exit = nn.Sequential(
             SeparableConv2d(1024, 1536, dilation=rate, depthwise_norm=True),
             SeparableConv2d(1536, 1536, dilation=rate, depthwise_norm=True),
             SeparableConv2d(1536, 2048, dilation=rate, depthwise_norm=True),
         )
-        self.strides = tuple(min(s, output_stride) for s in (2, 4, 8, 16, 32))
-        self.output_stride = output_stride
+        self.strides = self.capped((2, 4, 8, 16, 32))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.stem(x)

@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-import yaml
-
-from pixelwise.data import check_dataset, format_report
-from pixelwise.train.runtime import resolve_root
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -22,18 +17,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def parse_options(pairs: list[str]) -> dict:
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--option expects KEY=VALUE, got {pair!r}")
-        options[key] = yaml.safe_load(value)
-    return options
-
-
 def run(args: argparse.Namespace) -> int:
-    name, _, root = args.data.partition(":")
-    report = check_dataset(name, resolve_root(root or None), args.split, **parse_options(args.option))
+    from pixelwise.data import check_dataset, format_report, parse_data_source
+    from pixelwise.train.config import parse_assignment
+
+    name, root = parse_data_source(args.data)
+    options = dict(parse_assignment(pair, "--option") for pair in args.option)
+    report = check_dataset(name, root, args.split, **options)
     print(format_report(report))
     return 0 if report.ok else 1

@@ -9,10 +9,6 @@ import argparse
 import json
 from pathlib import Path
 
-from pixelwise.fileio import atomic_write
-from pixelwise.train import distributed
-from pixelwise.train.evaluate import evaluate_checkpoint, format_table
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("eval", help="evaluate a trained model (mIoU, per-class IoU, accuracy, Dice)")
@@ -33,6 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pixelwise.fileio import atomic_write
+    from pixelwise.train import distributed
+    from pixelwise.train.evaluate import evaluate_checkpoint, format_table
+
     try:
         scores, class_names = evaluate_checkpoint(args.checkpoint, args.data, args.split, args.batch_size,
                                                   args.device, args.crf, args.scales, args.flip)

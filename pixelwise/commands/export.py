@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pixelwise.checkpoint import load_model
-from pixelwise.infer.export import FORMATS, ExportError, export_onnx, export_torchscript, in_channels
+from pixelwise.infer.options import EXPORT_FORMATS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("export", help="export a saved model to ONNX or TorchScript")
     parser.add_argument("--checkpoint", required=True, metavar="RUN_DIR", help="saved model directory")
-    parser.add_argument("--format", required=True, choices=FORMATS)
+    parser.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     parser.add_argument("--out", required=True, metavar="FILE", help="file to write (atomically)")
     parser.add_argument("--no-check", action="store_true",
                         help="skip running the export at a second size to compare it with the model")
@@ -20,6 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pixelwise.checkpoint import load_model
+    from pixelwise.infer.export import ExportError, export_onnx, export_torchscript
+
     model = load_model(args.checkpoint)
     exporter = export_onnx if args.format == "onnx" else export_torchscript
     try:
@@ -27,6 +29,6 @@ def run(args: argparse.Namespace) -> int:
     except ExportError as error:
         print(f"pixelwise export: error: {error}", file=sys.stderr)
         return 1
-    print(f"wrote {args.out} ({args.format}: image (N, {in_channels(model)}, H, W) -> logits (N, "
-          f"{model.pixelwise_config['num_classes']}, H, W))")
+    print(f"wrote {args.out} ({args.format}: image (N, {model.card.in_channels}, H, W) -> logits (N, "
+          f"{model.card.num_classes}, H, W))")
     return 0

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
-from pixelwise.models import MODELS, create_model, list_models
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("models", help="list every registered model with its parameter count")
@@ -17,6 +13,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def model_rows(num_classes: int) -> list[tuple[str, str, str, str]]:
     """(name, parameters in millions, backbones with the default first, paper) for every model."""
+    import torch
+
+    from pixelwise.models import MODELS, create_model, list_models
+
     rows = []
     for name in list_models():
         entry = MODELS[name]

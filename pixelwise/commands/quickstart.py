@@ -11,11 +11,6 @@ import argparse
 import time
 from pathlib import Path
 
-from pixelwise.train.config import apply_overrides, config_from_dict
-from pixelwise.train.evaluate import evaluate_checkpoint, format_table
-from pixelwise.train.recipes import QUICKSTART
-from pixelwise.train.trainer import train
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("quickstart", help="train and evaluate a small U-Net on synthetic shapes")
@@ -26,9 +21,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pixelwise.train.config import apply_overrides, config_from_dict
+    from pixelwise.train.evaluate import evaluate_checkpoint, format_table
+    from pixelwise.train.recipes import QUICKSTART
+    from pixelwise.train.trainer import default_run_dir, train
+
     start = time.perf_counter()
     config = config_from_dict(apply_overrides(QUICKSTART, args.overrides), "quickstart recipe")
-    run_dir = args.out or Path("runs") / f"quickstart-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = args.out or default_run_dir("quickstart")
     print(f"training {config.model.name} on synthetic shapes for {config.train.steps} steps into {run_dir}")
     train(config, run_dir)
     scores, class_names = evaluate_checkpoint(run_dir, batch_size=config.eval.batch_size)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pixelwise.infer.segmenter import Segmenter
+from pixelwise.infer.options import MODES, PRECISIONS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -12,8 +12,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint", required=True, metavar="RUN_DIR", help="saved model directory")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--mode", choices=("whole", "slide"), default="whole")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    parser.add_argument("--mode", choices=MODES, default=MODES[0])
+    parser.add_argument("--precision", choices=PRECISIONS, default=PRECISIONS[0])
     parser.add_argument("--fast", action="store_true", help="fold BatchNorm and use channels-last")
     parser.add_argument("--max-pixels", type=int, default=40_000_000, help="largest image accepted, in pixels")
     parser.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body, in MiB")
@@ -25,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from pixelwise.infer.segmenter import Segmenter
     from pixelwise.serve.app import create_app
 
     segmenter = Segmenter(args.checkpoint, mode=args.mode, precision=args.precision, fast=args.fast)

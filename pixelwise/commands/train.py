@@ -7,14 +7,11 @@ join their group first, so that rank 0 alone names, checks and fills the run dir
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pixelwise.checkpoint import read_config
-from pixelwise.train import distributed
-from pixelwise.train.config import Config, load_config
-from pixelwise.train.evaluate import format_table
-from pixelwise.train.trainer import CONFIG_YAML, train
+if TYPE_CHECKING:
+    from pixelwise.train.config import Config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,6 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pixelwise.train import distributed
+    from pixelwise.train.config import load_config
+    from pixelwise.train.trainer import CONFIG_YAML
+
     if args.resume is not None:
         if args.config is not None or args.overrides or args.out is not None:
             raise ValueError("--resume continues a run exactly as configured: drop --config, --set and --out")
@@ -45,11 +46,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def train_and_report(args: argparse.Namespace, config: Config) -> int:
+    from pixelwise.checkpoint import read_card
+    from pixelwise.train import distributed
+    from pixelwise.train.evaluate import format_table
+    from pixelwise.train.trainer import CONFIG_YAML, default_run_dir, train
+
     main = distributed.is_main_process()
     if args.resume is not None:
         run_dir = args.resume
     else:
-        run_dir = args.out or Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = args.out or default_run_dir(config.name)
         # Checked before any process trains; the other ranks would see rank 0's own config.yaml.
         if main and (run_dir / CONFIG_YAML).exists():
             raise ValueError(f"{run_dir} already holds a run; pick another --out or --resume it")
@@ -59,10 +65,6 @@ def train_and_report(args: argparse.Namespace, config: Config) -> int:
     result = train(config, run_dir, resume=args.resume is not None)
     if main:
         if result.scores:
-            print(format_table(result.scores, config_class_names(run_dir, len(result.scores["iou"]))))
+            print(format_table(result.scores, read_card(run_dir).classes))
         print(f"best validation mIoU {result.best_miou:.4f}; weights in {run_dir} (best in {run_dir / 'best'})")
     return 0
-
-
-def config_class_names(run_dir: Path, num_classes: int) -> list[str]:
-    return read_config(run_dir).get("class_names") or [str(index) for index in range(num_classes)]

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from .dense_crf import image_tensor
 from .kernels import PairwiseKernels, pixel_features
+from .settings import CRFSettings
 
 __all__ = ["CRFasRNN", "mean_field"]
 
@@ -55,9 +56,11 @@ class CRFasRNN(nn.Module):
     initialised to ``1 - I``.
     """
 
-    def __init__(self, num_classes: int, iterations: int = 5, *, gaussian_sxy: float = 3.0,
-                 bilateral_sxy: float = 80.0, bilateral_srgb: float = 13.0, gaussian_weight: float = 3.0,
-                 bilateral_weight: float = 10.0, exact: bool = False) -> None:
+    def __init__(self, num_classes: int, iterations: int = CRFSettings.iterations, *,
+                 gaussian_sxy: float = CRFSettings.gaussian_sxy, bilateral_sxy: float = CRFSettings.bilateral_sxy,
+                 bilateral_srgb: float = CRFSettings.bilateral_srgb,
+                 gaussian_weight: float = CRFSettings.gaussian_compat,
+                 bilateral_weight: float = CRFSettings.bilateral_compat, exact: bool = False) -> None:
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")

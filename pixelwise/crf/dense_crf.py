@@ -19,16 +19,21 @@ import torch
 from torch import Tensor
 
 from .kernels import PairwiseKernels, pixel_features
+from .settings import CRFSettings
 
-__all__ = ["dense_crf"]
+__all__ = ["dense_crf", "refine"]
 
 _CLIP = 1e-5
 
 
-def dense_crf(probs: Tensor, image: Tensor | np.ndarray, *, iterations: int = 5, gaussian_sxy: float = 3.0,
-              gaussian_compat: float | Tensor = 3.0, bilateral_sxy: float = 80.0, bilateral_srgb: float = 13.0,
-              bilateral_compat: float | Tensor = 10.0, exact: bool = False) -> Tensor:
+def dense_crf(probs: Tensor, image: Tensor | np.ndarray, *, iterations: int = CRFSettings.iterations,
+              gaussian_sxy: float = CRFSettings.gaussian_sxy,
+              gaussian_compat: float | Tensor = CRFSettings.gaussian_compat,
+              bilateral_sxy: float = CRFSettings.bilateral_sxy, bilateral_srgb: float = CRFSettings.bilateral_srgb,
+              bilateral_compat: float | Tensor = CRFSettings.bilateral_compat, exact: bool = False) -> Tensor:
     """Refine per-pixel class probabilities with a fully connected CRF (mean-field inference).
+
+    The defaults are ``CRFSettings``' (pydensecrf's).
 
     Args:
         probs: softmax probabilities ``(C, H, W)`` or ``(N, C, H, W)``, C >= 2. Pixels whose probabilities
@@ -109,6 +114,17 @@ def dense_crf(probs: Tensor, image: Tensor | np.ndarray, *, iterations: int = 5,
 
     out = q.view(batch, height, width, classes).permute(0, 3, 1, 2).to(probs.dtype).contiguous()
     return out[0] if single else out
+
+
+def refine(probs: Tensor, images: Tensor, settings: CRFSettings) -> Tensor:
+    """The dense CRF as the last step of inference and evaluation: one batch, one set of settings.
+
+    ``probs`` (N, K, H, W) class probabilities; ``images`` the uint8 pixels the model saw, (N, 3, H, W) RGB or
+    (N, 1, H, W) grey (repeated to RGB: the appearance kernel compares colours). Returns (N, K, H, W).
+    """
+    if images.dim() == 4 and images.shape[1] == 1:
+        images = images.expand(-1, 3, -1, -1)
+    return dense_crf(probs, images, **settings.as_keywords())
 
 
 def _softmax_rows(x: Tensor, bounds: tuple[float, float] | None = None) -> Tensor:

@@ -77,7 +77,10 @@ def _kernel(features: Tensor, key: tuple | None) -> _LatticeKernel:
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
-    kernel = _CACHE[key] = _lattice_kernel(features)
+    # Built as ordinary tensors even under torch.inference_mode: inference tensors cannot be read outside it,
+    # and the cache outlives the call (a Segmenter's CRF first, a plain dense_crf call later).
+    with torch.inference_mode(False):
+        kernel = _CACHE[key] = _lattice_kernel(features.clone())
     if len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
     return kernel

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .settings import CRFSettings
+
 __all__ = ["noisy_probabilities", "pydensecrf_available", "pydensecrf_dense_crf", "pydensecrf_filter"]
 
 
@@ -22,9 +24,12 @@ def pydensecrf_available() -> bool:
     return True
 
 
-def pydensecrf_dense_crf(probs: np.ndarray, image: np.ndarray, *, iterations: int = 5, gaussian_sxy: float = 3.0,
-                         gaussian_compat: float = 3.0, bilateral_sxy: float = 80.0, bilateral_srgb: float = 13.0,
-                         bilateral_compat: float = 10.0) -> np.ndarray:
+def pydensecrf_dense_crf(probs: np.ndarray, image: np.ndarray, *, iterations: int = CRFSettings.iterations,
+                         gaussian_sxy: float = CRFSettings.gaussian_sxy,
+                         gaussian_compat: float = CRFSettings.gaussian_compat,
+                         bilateral_sxy: float = CRFSettings.bilateral_sxy,
+                         bilateral_srgb: float = CRFSettings.bilateral_srgb,
+                         bilateral_compat: float = CRFSettings.bilateral_compat) -> np.ndarray:
     """pydensecrf's mean field on ``probs`` (C, H, W) and ``image`` (H, W, 3) uint8: returns (C, H, W)."""
     import pydensecrf.densecrf as dcrf
     from pydensecrf.utils import unary_from_softmax

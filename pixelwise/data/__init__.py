@@ -6,7 +6,7 @@
 
 from pixelwise.data.base import IGNORE_INDEX, DataError, SegmentationDataset
 from pixelwise.data.check import CheckReport, check_dataset, format_report
-from pixelwise.data.registry import DATASETS, build_dataset
+from pixelwise.data.registry import DATASETS, build_dataset, parse_data_source, resolve_root
 from pixelwise.data.statistics import median_frequency_weights
 
 __all__ = [
@@ -19,4 +19,6 @@ __all__ = [
     "check_dataset",
     "format_report",
     "median_frequency_weights",
+    "parse_data_source",
+    "resolve_root",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from torch.utils.data import Dataset
 
@@ -14,6 +15,8 @@ from pixelwise.data.folder import FolderDataset
 from pixelwise.data.isbi2012 import ISBI2012
 from pixelwise.data.synthetic import SyntheticShapes
 from pixelwise.data.voc import SBDSegmentation, VOCSegmentation
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Name -> loader class. File-based loaders take (root, split, transform, **options); the synthetic set
 # is generated and takes no root.
@@ -41,3 +44,21 @@ def build_dataset(name: str, root: str | os.PathLike | None, split: str, transfo
     if root is None:
         raise ValueError(f"data set {name!r} needs a root directory")
     return loader(root, split, transform, **options)
+
+
+def resolve_root(root: str | None) -> str | None:
+    """A data root with ``$VARS`` expanded; a relative path is tried from the current directory, then the repo."""
+    if root is None:
+        return None
+    path = Path(os.path.expandvars(root)).expanduser()
+    if path.is_absolute() or path.exists() or not (REPO_ROOT / path).exists():
+        return str(path)
+    return str(REPO_ROOT / path)
+
+
+def parse_data_source(text: str) -> tuple[str, str | None]:
+    """``"NAME:ROOT"`` (``"synthetic"`` alone: it takes no root) -> (name, resolved root or None)."""
+    name, _, root = text.partition(":")
+    if not name:
+        raise ValueError(f"expected NAME:ROOT (e.g. camvid:data/camvid), got {text!r}")
+    return name, resolve_root(root or None)

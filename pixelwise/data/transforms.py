@@ -9,14 +9,63 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from pixelwise.data.base import IGNORE_INDEX
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-channel ``(pixel - mean) / std`` on [0, 1] pixels: what a model expects its input to look like.
+
+    The one place that normalises, undoes it (the CRF compares colours in 0..255), and serves grayscale
+    images with three-channel statistics: ``for_channels(1)`` averages them, so one set of statistics
+    fits RGB and 1-channel data alike.
+    """
+
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        if len(self.mean) != len(self.std) or not self.mean:
+            raise ValueError(f"normalisation mean {self.mean} and std {self.std} must have the same, non-zero length")
+        if not all(s > 0 for s in self.std):
+            raise ValueError(f"normalisation std must be positive, got {self.std}")
+
+    def for_channels(self, channels: int) -> Normalization:
+        """These statistics for a ``channels``-channel image (grey: the channel averages)."""
+        if len(self.mean) == channels:
+            return self
+        if channels == 1:
+            return Normalization((sum(self.mean) / len(self.mean),), (sum(self.std) / len(self.std),))
+        raise ValueError(f"normalisation has {len(self.mean)} channels but the image has {channels}")
+
+    def _view(self, values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
+        return torch.tensor(values, dtype=like.dtype, device=like.device).view(-1, 1, 1)
+
+    def normalize_uint8(self, images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """uint8 (..., C, H, W) -> normalised float (..., C, H, W), in one multiply-subtract pass."""
+        norm = self.for_channels(images.shape[-3])
+        out = images.to(dtype)
+        scale = self._view([1.0 / (255.0 * s) for s in norm.std], out)
+        shift = self._view([m / s for m, s in zip(norm.mean, norm.std, strict=True)], out)
+        return out.mul_(scale).sub_(shift)
+
+    def to_uint8(self, normalized: torch.Tensor) -> torch.Tensor:
+        """Normalised float (..., C, H, W) -> the uint8 pixels it came from (rounded, clipped to 0..255)."""
+        norm = self.for_channels(normalized.shape[-3])
+        pixels = normalized * self._view(norm.std, normalized) + self._view(norm.mean, normalized)
+        return pixels.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
 
 # ElasticTransform (alpha, sigma) in pixels used when ``elastic=True``: smooth, cell-sized deformations
 # in the spirit of the U-Net paper's augmentation for the ISBI 2012 membranes.
@@ -94,28 +143,22 @@ class JointTransform:
     """
 
     def __init__(self, geometry: Sequence[v2.Transform], mean: Sequence[float], std: Sequence[float]) -> None:
-        if len(mean) != len(std):
-            raise ValueError(f"mean {tuple(mean)} and std {tuple(std)} have different lengths")
         steps = list(geometry) + [
             v2.ToDtype({tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.int64, "others": None}, scale=True)
         ]
         self.pipeline = v2.Compose(steps)
-        self.normalize = v2.Normalize(mean=list(mean), std=list(std))
-        self.normalize_gray = v2.Normalize(mean=[sum(mean) / len(mean)], std=[sum(std) / len(std)])
+        self.normalization = Normalization(tuple(mean), tuple(std))
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         image = image if isinstance(image, tv_tensors.Image) else tv_tensors.Image(image)
         mask = mask if isinstance(mask, tv_tensors.Mask) else tv_tensors.Mask(torch.as_tensor(mask))
         image, mask = self.pipeline(image, mask)
-        channels = image.shape[-3]
-        normalize = self.normalize_gray if channels == 1 and len(self.normalize.mean) != 1 else self.normalize
-        if len(normalize.mean) != channels:
-            raise ValueError(f"normalisation has {len(normalize.mean)} channels but the image has {channels}")
-        image = normalize(image)
+        norm = self.normalization.for_channels(image.shape[-3])
+        image = v2.functional.normalize(image, list(norm.mean), list(norm.std))
         return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
 
     def __repr__(self) -> str:
-        return f"JointTransform({self.pipeline}, {self.normalize})"
+        return f"JointTransform({self.pipeline}, {self.normalization})"
 
 
 def build_transforms(
@@ -134,7 +177,7 @@ def build_transforms(
     noise: float | None = None,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
 ) -> JointTransform:
     """The standard segmentation augmentation, or (``train=False``) only dtype conversion + normalisation.
 

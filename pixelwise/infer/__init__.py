@@ -1,7 +1,17 @@
-"""Inference: the Segmenter (whole, slide, overlap-tile, test-time augmentation), the fast CPU path, export."""
+"""Inference: the Segmenter (whole, slide, overlap-tile, test-time augmentation), the fast CPU path, export.
 
-from pixelwise.infer.export import ExportError, export_onnx, export_torchscript
-from pixelwise.infer.fast import fold_batchnorm, optimize_for_cpu
-from pixelwise.infer.segmenter import Segmenter
+Loaded on first use (``pixelwise.lazy``): ``pixelwise.infer.options`` is importable without torch.
+"""
 
-__all__ = ["ExportError", "Segmenter", "export_onnx", "export_torchscript", "fold_batchnorm", "optimize_for_cpu"]
+from __future__ import annotations
+
+from pixelwise.lazy import attach
+
+__getattr__, __dir__, __all__ = attach(__name__, {
+    "ExportError": "pixelwise.infer.export",
+    "export_onnx": "pixelwise.infer.export",
+    "export_torchscript": "pixelwise.infer.export",
+    "fold_batchnorm": "pixelwise.infer.fast",
+    "optimize_for_cpu": "pixelwise.infer.fast",
+    "Segmenter": "pixelwise.infer.segmenter",
+})

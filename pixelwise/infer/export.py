@@ -17,10 +17,7 @@ import torch
 from torch import nn
 
 from pixelwise.fileio import atomic_write
-from pixelwise.infer.overlap_tile import valid_padding_depth
-from pixelwise.models.unet import valid_input_size
 
-FORMATS = ("onnx", "torchscript")
 ONNX_OPSET = 17
 # Largest |logit| difference an export may show against eager PyTorch (float32 reordering only).
 TOLERANCE = 1e-3
@@ -31,12 +28,11 @@ class ExportError(RuntimeError):
 
 
 def check_sizes(model: nn.Module) -> tuple[tuple[int, int], tuple[int, int]]:
-    """Two different (H, W) input sizes the model accepts: one to trace, one to check the export at."""
-    depth = valid_padding_depth(model)
-    if depth is not None:
-        side = valid_input_size(2**depth, depth)
-        return (side, side), (side + 2**depth, side + 2 * 2**depth)
-    return (64, 64), (77, 93)
+    """Two different (H, W) input sizes the model accepts: one to trace, one to check the export at.
+
+    A model with an output margin takes the aligned inputs its contract gives for those output sizes.
+    """
+    return (model.input_size_for(64),) * 2, (model.input_size_for(77), model.input_size_for(93))
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike | None = None, *, check: bool = True) -> bytes:
@@ -46,7 +42,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike | None = None, *, chec
     """
     model = model.eval()
     trace_size, check_size = check_sizes(model)
-    example = torch.randn(1, in_channels(model), *trace_size)
+    example = torch.randn(1, model.card.in_channels, *trace_size)
     buffer = io.BytesIO()
     try:
         with warnings.catch_warnings():
@@ -58,7 +54,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike | None = None, *, chec
                               "logits": {0: "batch", 2: "height", 3: "width"}},
             )
     except Exception as error:  # the exporter raises many types; all mean "this model does not export"
-        raise ExportError(f"ONNX export of {model_name(model)} failed: {error}") from error
+        raise ExportError(f"ONNX export of {model.card.name!r} failed: {error}") from error
     program = buffer.getvalue()
     if check:
         session = onnx_session(program)
@@ -73,13 +69,13 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike | None = None, 
     """The traced TorchScript module of ``model``, saved to ``path`` if given (load with torch.jit.load)."""
     model = model.eval()
     trace_size, check_size = check_sizes(model)
-    example = torch.randn(1, in_channels(model), *trace_size)
+    example = torch.randn(1, model.card.in_channels, *trace_size)
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             traced = torch.jit.trace(model, example, check_trace=False)
     except Exception as error:
-        raise ExportError(f"TorchScript trace of {model_name(model)} failed: {error}") from error
+        raise ExportError(f"TorchScript trace of {model.card.name!r} failed: {error}") from error
     if check:
         check_export(model, traced, check_size)
     if path is not None:
@@ -90,22 +86,22 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike | None = None, 
 
 def check_export(model: nn.Module, exported: Callable[[torch.Tensor], torch.Tensor], size: tuple[int, int]) -> None:
     """Raise ExportError unless ``exported`` matches ``model`` on a random (2, C, *size) batch."""
-    x = torch.randn(2, in_channels(model), *size)
+    x = torch.randn(2, model.card.in_channels, *size)
     with torch.no_grad():
         expected = model(x)
         try:
             actual = exported(x)
         except Exception as error:
-            raise ExportError(f"exported {model_name(model)} fails at size {size}: {error}") from error
+            raise ExportError(f"exported {model.card.name!r} fails at size {size}: {error}") from error
     if actual.shape != expected.shape:
         raise ExportError(
-            f"exported {model_name(model)} gives shape {tuple(actual.shape)} instead of {tuple(expected.shape)} "
+            f"exported {model.card.name!r} gives shape {tuple(actual.shape)} instead of {tuple(expected.shape)} "
             f"at size {size}: its forward computes sizes in Python, which tracing freezes"
         )
     difference = (actual - expected).abs().max().item()
     if not difference <= TOLERANCE:
         raise ExportError(
-            f"exported {model_name(model)} differs from the model by {difference:.3g} at size {size}: "
+            f"exported {model.card.name!r} differs from the model by {difference:.3g} at size {size}: "
             "its forward computes sizes in Python, which tracing freezes"
         )
 
@@ -121,19 +117,6 @@ def onnx_session(program: bytes | str | os.PathLike, threads: int | None = None)
         options.intra_op_num_threads = threads
     program = os.fspath(program) if isinstance(program, os.PathLike) else program
     return onnxruntime.InferenceSession(program, options, providers=["CPUExecutionProvider"])
-
-
-def in_channels(model: nn.Module) -> int:
-    """Input channels of a model: its first convolution's."""
-    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-    if first is None:
-        raise ValueError(f"{model_name(model)} has no Conv2d to read its input channels from")
-    return first.in_channels
-
-
-def model_name(model: nn.Module) -> str:
-    config = getattr(model, "pixelwise_config", None)
-    return repr(config["name"]) if config else type(model).__name__
 
 
 def as_numpy(x: torch.Tensor) -> np.ndarray:

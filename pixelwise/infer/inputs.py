@@ -1,7 +1,7 @@
 """Turning what a user hands the Segmenter (a path, a PIL image, an array, a tensor) into pixels.
 
 Every input becomes an RGB or grayscale uint8 array (H, W, 3) or (H, W): the one form that the CRF,
-the overlay writers and normalisation all start from.
+the overlay writers and normalisation (``pixelwise.data.transforms.Normalization``) all start from.
 """
 
 from __future__ import annotations
@@ -9,14 +9,13 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image as PILImage
 
 from pixelwise.data.base import open_image
-from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from pixelwise.data.transforms import Normalization
 
 ImageLike = str | os.PathLike | PILImage.Image | np.ndarray | torch.Tensor
 
@@ -69,29 +68,9 @@ def to_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
     raise ValueError(f"cannot turn a {pixels.shape[2]}-channel image into {channels} channels")
 
 
-def normalization(metadata: dict[str, Any], channels: int) -> tuple[list[float], list[float]]:
-    """(mean, std) per channel, on [0, 1] pixels, from a saved model's metadata; ImageNet's when absent.
-
-    Accepts ``{"normalization": {"mean": [...], "std": [...]}}`` or ``mean``/``std`` at the top level.
-    A 3-value mean for a 1-channel model is averaged, as the data transforms do for grayscale images.
-    """
-    source = metadata.get("normalization") or metadata
-    mean = list(source.get("mean") or IMAGENET_MEAN)
-    std = list(source.get("std") or IMAGENET_STD)
-    if len(mean) != len(std):
-        raise ValueError(f"normalization mean {mean} and std {std} have different lengths")
-    if len(mean) != channels:
-        if channels != 1:
-            raise ValueError(f"normalization has {len(mean)} values for a {channels}-channel model")
-        mean, std = [sum(mean) / len(mean)], [sum(std) / len(std)]
-    return [float(m) for m in mean], [float(s) for s in std]
-
-
 def normalize_batch(
     images: Sequence[np.ndarray], mean: Sequence[float], std: Sequence[float], dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
     """Same-size uint8 (H, W, C) arrays -> a normalised (N, C, H, W) tensor: (pixel / 255 - mean) / std."""
-    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).to(dtype)
-    scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=dtype).view(1, -1, 1, 1)
-    shift = torch.tensor([m / s for m, s in zip(mean, std, strict=True)], dtype=dtype).view(1, -1, 1, 1)
-    return batch.mul_(scale).sub_(shift)
+    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
+    return Normalization(tuple(mean), tuple(std)).normalize_uint8(batch, dtype)

@@ -7,9 +7,11 @@
 One pipeline for every model: read -> normalise (with the run's statistics) -> logits by one of
 the modes -> test-time augmentation -> softmax -> optional dense CRF -> argmax.
 
-- ``mode="whole"`` runs the whole image at once; ``"slide"`` runs overlapping windows (see ``sliding``).
-  A valid-padding U-Net always runs overlap-tile (see ``overlap_tile``): one tile in whole mode,
-  ``tile``-sized output tiles in slide mode.
+- ``mode="whole"`` runs the whole image at once; ``"slide"`` runs ``tile``-sized windows ``stride`` apart
+  and averages where they overlap (see ``sliding``).
+- A model with an ``output_margin`` (the valid-padding U-Net) always runs overlap-tile (see
+  ``overlap_tile``): the image is mirrored past its borders and cut into output tiles stitched edge to
+  edge, one tile in whole mode, ``tile``-sized output tiles in slide mode. ``stride`` does not apply.
 - ``scales`` and ``flip`` average the softmax over rescaled and mirrored copies of the image,
   DeepLab v3's "+MS +Flip" evaluation.
 """
@@ -17,26 +19,25 @@ the modes -> test-time augmentation -> softmax -> optional dense CRF -> argmax.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pixelwise.card import RunCard
 from pixelwise.checkpoint import load_model
-from pixelwise.data.base import voc_palette
-from pixelwise.infer.export import as_numpy, export_onnx, in_channels, onnx_session
+from pixelwise.crf.dense_crf import refine
+from pixelwise.crf.settings import CRFSettings
+from pixelwise.infer.export import as_numpy, export_onnx, onnx_session
 from pixelwise.infer.fast import optimize_for_cpu
-from pixelwise.infer.inputs import ImageLike, normalization, normalize_batch, to_channels, to_uint8
-from pixelwise.infer.overlap_tile import overlap_tile_logits, valid_padding_depth
+from pixelwise.infer.inputs import ImageLike, to_channels, to_uint8
+from pixelwise.infer.options import BACKENDS, DEFAULT_TILE, MODES, PRECISIONS, default_stride
+from pixelwise.infer.overlap_tile import overlap_tile_logits
 from pixelwise.infer.sliding import slide_logits
-from pixelwise.models.unet import valid_input_size
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-MODES = ("whole", "slide")
-BACKENDS = ("torch", "onnxruntime")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class Segmenter:
@@ -44,8 +45,11 @@ class Segmenter:
 
     ``device`` and ``precision`` ("fp32", "bf16", "fp16") apply to the torch backend; ``backend=
     "onnxruntime"`` exports the model to ONNX in memory and runs it on the CPU in fp32. ``fast=True``
-    folds BatchNorm, uses channels-last memory and (``compile=True``) torch.compile. ``crf`` is None
-    or the keyword arguments of ``pixelwise.crf.dense_crf``, applied to the probabilities.
+    folds BatchNorm, uses channels-last memory and (``compile=True``) torch.compile. ``tile`` and
+    ``stride`` shape slide mode: windows of ``tile`` pixels every ``stride`` (default two thirds of the
+    tile); for a model with an output margin ``tile`` is the output tile and ``stride`` is an error.
+    ``crf`` refines the probabilities with the dense CRF: True for the run's own settings (its card),
+    a ``pixelwise.crf.CRFSettings``, or a dict of its fields.
     """
 
     def __init__(
@@ -54,11 +58,11 @@ class Segmenter:
         device: str | torch.device = "cpu",
         precision: str = "fp32",
         mode: str = "whole",
-        tile: tuple[int, int] = (512, 512),
-        stride: tuple[int, int] = (341, 341),
+        tile: tuple[int, int] = DEFAULT_TILE,
+        stride: tuple[int, int] | None = None,
         scales: Sequence[float] = (1.0,),
         flip: bool = False,
-        crf: dict[str, Any] | None = None,
+        crf: bool | CRFSettings | Mapping | None = False,
         backend: str = "torch",
         fast: bool = False,
         compile: bool = False,
@@ -76,31 +80,45 @@ class Segmenter:
             model = model_or_run_dir.eval()
         else:
             model = load_model(model_or_run_dir)
-        config = getattr(model, "pixelwise_config", None)
-        if config is None:
+        card = getattr(model, "card", None)
+        if not isinstance(card, RunCard):
             raise ValueError("Segmenter needs a run directory or a model from pixelwise.create_model / load_model")
-        self.config = config
-        self.num_classes = int(config["num_classes"])
-        self.class_names = config.get("class_names") or [f"class {index}" for index in range(self.num_classes)]
-        self.palette = config.get("palette") or voc_palette(self.num_classes)
-        self.in_channels = in_channels(model)
-        self.mean, self.std = normalization(config.get("metadata") or {}, self.in_channels)
-        self.mode, self.tile, self.stride = mode, tuple(tile), tuple(stride)
-        self.scales, self.flip, self.crf = tuple(scales), flip, crf
+        self.card = card
+        self.num_classes = card.num_classes
+        self.class_names = card.classes
+        self.palette = card.colours
+        self.in_channels = card.in_channels
+        self.normalization = card.input_normalization
+        self.mode, self.tile = mode, tuple(tile)
+        self.scales, self.flip = tuple(scales), flip
+        self.crf = crf_settings(crf, card)
         self.batch_size = batch_size
-        if crf is not None:
-            try:
-                from pixelwise.crf import dense_crf
-            except ImportError as error:
-                raise ImportError("crf= needs pixelwise.crf.dense_crf, which this installation lacks") from error
-            self.dense_crf = dense_crf
-        self.valid_depth = valid_padding_depth(model)
-        if self.valid_depth is not None and mode == "slide" and any(side % 2**self.valid_depth for side in self.tile):
-            raise ValueError(f"overlap-tile output tiles must be multiples of {2**self.valid_depth}, got {self.tile}")
+        # The model contract says whether the output loses a margin and how tiles must be laid out.
+        self.output_margin, self.size_multiple = model.output_margin, model.size_multiple
+        self.input_size_for = model.input_size_for
+        if self.output_margin:
+            if stride is not None:
+                raise ValueError(f"stride applies to sliding windows; this model loses a {self.output_margin}-pixel "
+                                 "margin and runs overlap-tile, whose output tiles (tile) are stitched edge to edge: "
+                                 "drop stride")
+            if mode == "slide" and any(side % self.size_multiple for side in self.tile):
+                raise ValueError(f"overlap-tile output tiles must be multiples of {self.size_multiple}, "
+                                 f"got {self.tile}")
+        self.stride = tuple(stride) if stride is not None else default_stride(self.tile)
         if backend == "onnxruntime":
             self.forward = OnnxForward(export_onnx(model))
         else:
-            self.forward = TorchForward(model, device, PRECISIONS[precision], fast, compile, self.valid_depth)
+            self.forward = TorchForward(model, device, DTYPES[precision], fast, compile)
+
+    @property
+    def mean(self) -> list[float]:
+        """Per-channel mean the inputs are normalised with, on [0, 1] pixels (from the run card)."""
+        return list(self.normalization.mean)
+
+    @property
+    def std(self) -> list[float]:
+        """Per-channel standard deviation the inputs are normalised with, on [0, 1] pixels."""
+        return list(self.normalization.std)
 
     # -- public API ---------------------------------------------------------------------------------------
 
@@ -126,20 +144,22 @@ class Segmenter:
             for indices in by_size.values():
                 for start in range(0, len(indices), self.batch_size):
                     chunk = indices[start : start + self.batch_size]
-                    scores = self.scores([pixels[i] for i in chunk], probabilities=not labels or self.crf is not None)
+                    batch = torch.from_numpy(np.stack([to_channels(pixels[i], self.in_channels) for i in chunk]))
+                    batch = batch.permute(0, 3, 1, 2)  # uint8 (N, C, H, W): what the model sees, unnormalised
+                    scores = self.scores(batch, probabilities=not labels or self.crf is not None)
+                    if self.crf is not None:
+                        scores = refine(scores, batch, self.crf)
                     for i, score in zip(chunk, scores, strict=True):
-                        if self.crf is not None:
-                            score = self._apply_crf(score, pixels[i])
                         results[i] = score.argmax(0).numpy() if labels else score.numpy()
         return results if isinstance(image, list) else results[0]
 
-    def scores(self, pixels: list[np.ndarray], probabilities: bool = True) -> torch.Tensor:
-        """Same-size uint8 (H, W[, C]) images -> (N, K, H, W) class probabilities.
+    def scores(self, images: torch.Tensor, probabilities: bool = True) -> torch.Tensor:
+        """uint8 images (N, C, H, W) with the model's channels -> (N, K, H, W) class probabilities.
 
         With ``probabilities=False`` and a single view (no multi-scale, no flip) the logits are
         returned instead: their argmax is the same and the softmax pass is saved.
         """
-        batch = normalize_batch([to_channels(p, self.in_channels) for p in pixels], self.mean, self.std)
+        batch = self.normalization.normalize_uint8(images)
         if self.scales == (1.0,) and not self.flip:
             logits = self.logits(batch)
             return softmax_(logits) if probabilities else logits
@@ -147,17 +167,30 @@ class Segmenter:
 
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         """Normalised (N, C, H, W) -> (N, K, H, W) float32 logits, by the configured mode."""
-        if self.valid_depth is not None:
-            unit = 2**self.valid_depth
+        if self.output_margin:
+            unit = self.size_multiple
             step = self.tile if self.mode == "slide" else tuple(-(-side // unit) * unit for side in batch.shape[-2:])
-            return overlap_tile_logits(self.forward, batch, self.num_classes, step, self.valid_depth)
+            tile_input = tuple(self.input_size_for(side) for side in step)
+            return overlap_tile_logits(self.forward, batch, self.num_classes, step, tile_input, self.output_margin)
         if self.mode == "slide":
             return slide_logits(self.forward, batch, self.num_classes, self.tile, self.stride)
         return self.forward(batch)
 
-    def _apply_crf(self, probs: torch.Tensor, pixels: np.ndarray) -> torch.Tensor:
-        rgb = np.ascontiguousarray(to_channels(pixels, 3))
-        return torch.as_tensor(np.asarray(self.dense_crf(probs, rgb, **self.crf)))
+
+def crf_settings(crf: bool | CRFSettings | Mapping | None, card: RunCard) -> CRFSettings | None:
+    """What ``Segmenter(crf=...)`` means: None (off), the card's settings (True), or the ones given."""
+    if crf is None or crf is False:
+        return None
+    if crf is True:
+        return card.crf
+    if isinstance(crf, CRFSettings):
+        return crf
+    if isinstance(crf, Mapping):
+        try:
+            return CRFSettings(**crf)
+        except TypeError as error:
+            raise ValueError(f"crf: {error}; the settings are the fields of pixelwise.crf.CRFSettings") from error
+    raise ValueError(f"crf must be True, False, a CRFSettings or a dict of its fields, got {crf!r}")
 
 
 def average_views(logits_of: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor,
@@ -202,15 +235,13 @@ def softmax_(logits: torch.Tensor) -> torch.Tensor:
 class TorchForward:
     """(N, C, h, w) float32 -> (N, K, h', w') float32 logits with a PyTorch model on a device and dtype."""
 
-    def __init__(
-        self, model: nn.Module, device: str | torch.device, dtype: torch.dtype, fast: bool, compile: bool,
-        valid_depth: int | None,
-    ) -> None:
+    def __init__(self, model: nn.Module, device: str | torch.device, dtype: torch.dtype, fast: bool,
+                 compile: bool) -> None:
         self.device, self.dtype = torch.device(device), dtype
         self.memory_format = torch.channels_last if fast else torch.contiguous_format
         if fast:
-            side = 64 if valid_depth is None else valid_input_size(2**valid_depth, valid_depth)
-            example = torch.randn(1, in_channels(model), side, side)
+            side = model.input_size_for(64)  # a small input the model accepts, to trace the data flow
+            example = torch.randn(1, model.card.in_channels, side, side)
             model = optimize_for_cpu(model, example, dtype, compile)
         else:
             model = model.to(dtype=dtype)

@@ -1,8 +1,12 @@
-"""Writing predictions: indexed-colour PNG masks, overlays with a legend, class-area tables."""
+"""Writing predictions: indexed-colour PNG masks, overlays with a legend, class-area tables, videos."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 from PIL import Image as PILImage
@@ -66,3 +70,28 @@ def with_legend(
 def class_areas(labels: np.ndarray, num_classes: int) -> np.ndarray:
     """(num_classes,) pixel count of each class in (H, W) labels."""
     return np.bincount(labels.ravel(), minlength=num_classes)[:num_classes]
+
+
+def even_size(frame: np.ndarray) -> np.ndarray:
+    """Pad an (H, W, 3) frame with white to even H and W, which H.264's 4:2:0 chroma needs."""
+    height, width = frame.shape[:2]
+    return np.pad(frame, ((0, height % 2), (0, width % 2), (0, 0)), constant_values=255)
+
+
+def write_video(frames: Iterable[np.ndarray], path: str | os.PathLike, fps: float) -> None:
+    """Encode uint8 (H, W, 3) frames as an H.264 MP4 at ``path``, atomically (needs ``pixelwise[video]``).
+
+    ffmpeg writes to a path, so the video is encoded in a scratch folder, then copied into place.
+    """
+    import imageio.v2 as imageio
+
+    with tempfile.TemporaryDirectory() as scratch:
+        encoded = Path(scratch) / "video.mp4"
+        writer = imageio.get_writer(encoded, format="FFMPEG", fps=fps, macro_block_size=1)
+        try:
+            for frame in frames:
+                writer.append_data(even_size(frame))
+        finally:
+            writer.close()
+        with open(encoded, "rb") as source, atomic_write(path) as handle:
+            shutil.copyfileobj(source, handle)

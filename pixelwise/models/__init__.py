@@ -1,8 +1,8 @@
 """The model registry: a plain dict from name to how to build it, and ``create_model``.
 
-Every model keeps one contract: in eval mode ``model(x)`` with ``x`` (N, in_channels, H, W) returns
-logits (N, num_classes, H, W) for every H, W >= 1 (U-Net with ``padding="valid"`` is the documented
-exception: its output is smaller than its input).
+Every model keeps one contract (``pixelwise.models.base``): in eval mode ``model(x)`` with ``x``
+(N, in_channels, H, W) returns logits (N, num_classes, H, W) for every H, W >= 1, or, for a model with an
+``output_margin`` (U-Net with ``padding="valid"``), that many pixels fewer on each side.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from torch import nn
-
+from pixelwise.card import RunCard
+from pixelwise.models.base import SegmentationModel
 from pixelwise.models.deeplab import DeepLabV1, DeepLabV2, DeepLabV3, DeepLabV3Plus
 from pixelwise.models.fcn import FCN
 from pixelwise.models.fcn_resnet import BackboneFCN
 from pixelwise.models.hypercolumn import Hypercolumn
-from pixelwise.models.torchvision_compat import torchvision_options
+from pixelwise.models.torchvision_compat import TORCHVISION_WEIGHTS, load_torchvision_weights, torchvision_options
 from pixelwise.models.unet import UNet
 
 
@@ -27,7 +27,7 @@ from pixelwise.models.unet import UNet
 class ModelEntry:
     """How to build a model, and what ``pixelwise models`` says about it."""
 
-    builder: Callable[..., nn.Module]
+    builder: Callable[..., SegmentationModel]
     paper: str
     backbones: tuple[str, ...] = ()  # the first one is the default; empty for models with their own encoder
 
@@ -48,7 +48,7 @@ MODELS: dict[str, ModelEntry] = {
     ),
     "deeplabv1": ModelEntry(
         DeepLabV1, "Chen, Papandreou, Kokkinos, Murphy & Yuille, Semantic Image Segmentation with Deep "
-        "Convolutional Nets and Fully Connected CRFs, ICLR 2015", ("vgg16",),
+        "Convolutional Nets and Fully Connected CRFs, ICLR 2015", ("vgg16_largefov",),
     ),
     "deeplabv2": ModelEntry(
         DeepLabV2, "Chen, Papandreou, Kokkinos, Murphy & Yuille, DeepLab: Semantic Image Segmentation with Deep "
@@ -81,22 +81,32 @@ def model_options(name: str) -> dict[str, Any]:
     builder = entry.builder
     fixed = builder.keywords if isinstance(builder, partial) else {}
     target = builder.func if isinstance(builder, partial) else builder
-    return {
+    options = {
         key: param.default
         for key, param in inspect.signature(target).parameters.items()
         if key not in fixed and key != "num_classes" and param.kind is param.POSITIONAL_OR_KEYWORD
     }
+    if any(model == name for model, _ in TORCHVISION_WEIGHTS):
+        options["weights"] = None  # "torchvision": torchvision's published weights and architecture
+    return options
 
 
-def create_model(name: str, num_classes: int = 21, **options: Any) -> nn.Module:
+# Options that only say where the initial weights come from. A saved model's own weights replace
+# them, so they are left out of its card: reloading never downloads anything.
+WEIGHT_SOURCE_OPTIONS = ("pretrained_backbone", "weights")
+
+
+def create_model(name: str, num_classes: int = 21, **options: Any) -> SegmentationModel:
     """Build a registered model with ``num_classes`` outputs; ``options`` are the model's own keywords.
 
-    The returned module carries ``pixelwise_config`` (name, num_classes, options), which
-    ``save_model`` writes next to the weights so ``load_model`` can rebuild it.
+    ``weights="torchvision"`` (``fcn`` and ``deeplabv3``) loads torchvision's published weights into
+    torchvision's architecture; an explicit option that contradicts that architecture is an error. The
+    returned model carries ``card``, a ``RunCard`` holding its architecture with every option spelled out,
+    which ``save_model`` writes next to the weights so ``load_model`` can rebuild it.
     """
     entry = _entry(name)
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     valid = model_options(name)
     unknown = sorted(set(options) - set(valid))
     if unknown:
@@ -104,24 +114,27 @@ def create_model(name: str, num_classes: int = 21, **options: Any) -> nn.Module:
     backbone = options.get("backbone", valid.get("backbone"))
     if "backbone" in options and backbone not in entry.backbones:
         raise ValueError(f"model {name!r} takes backbone one of {list(entry.backbones)}, got {backbone!r}")
+    weights = options.pop("weights", None)
+    if weights is not None:
+        options = with_torchvision_architecture(name, backbone, weights, num_classes, options)
     model = entry.builder(num_classes=num_classes, **options)
-    options = architecture(name, num_classes, backbone, options)
-    model.pixelwise_config = {"name": name, "num_classes": num_classes, "options": options}
+    if weights is not None:
+        load_torchvision_weights(model, name, backbone)
+    resolved = {key: value for key, value in {**valid, **options}.items() if key not in WEIGHT_SOURCE_OPTIONS}
+    model.card = RunCard(name, num_classes, resolved)
     return model
 
 
-# Options that only say where the initial weights come from. A saved model's own weights replace
-# them, so they are left out of its config: reloading never downloads anything.
-WEIGHT_SOURCE_OPTIONS = ("pretrained_backbone", "weights")
-
-
-def architecture(name: str, num_classes: int, backbone: str | None, options: dict[str, Any]) -> dict[str, Any]:
-    """The options that rebuild the same architecture, without downloading any weights."""
-    recorded = {key: value for key, value in options.items() if key not in WEIGHT_SOURCE_OPTIONS}
-    if options.get("weights") is not None:
-        # weights="torchvision" also sets torchvision's head, output stride and rates: record them.
-        recorded.update(torchvision_options(name, backbone, options["weights"], num_classes))
-    return recorded
+def with_torchvision_architecture(name: str, backbone: str, weights: str, num_classes: int,
+                                  options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` plus the head, output stride and rates of torchvision's model; refuses contradictions."""
+    architecture = torchvision_options(name, backbone, weights, num_classes)
+    for key, value in architecture.items():
+        given = options.get(key, value)
+        if (tuple(given) if isinstance(given, list | tuple) else given) != value:
+            raise ValueError(f"weights={weights!r} fixes {key} to {value!r} (torchvision's {name} on {backbone}); "
+                             f"drop {key}={given!r} or the weights")
+    return {**options, **architecture}
 
 
 def _entry(name: str) -> ModelEntry:

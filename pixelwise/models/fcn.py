@@ -31,8 +31,9 @@ import os
 import torch
 from torch import nn
 
+from pixelwise.backbones import build_backbone, check_output_stride
 from pixelwise.backbones.pretrained import load_backbone_weights
-from pixelwise.backbones.vgg import VGG16
+from pixelwise.models.base import SegmentationModel
 from pixelwise.nn.skip import crop_at
 from pixelwise.nn.upsample import Upsample, UpsamplingMode
 
@@ -40,7 +41,7 @@ from pixelwise.nn.upsample import Upsample, UpsamplingMode
 POOL4_OFFSET, POOL3_OFFSET, OUTPUT_OFFSET = 6, 12, 3
 
 
-class FCN(nn.Module):
+class FCN(SegmentationModel):
     """Fully convolutional VGG16: (N, in_channels, H, W) -> logits (N, num_classes, H, W).
 
     ``output_stride`` 32, 16 or 8 gives FCN-32s, -16s or -8s. The skip score layers start at zero,
@@ -58,10 +59,9 @@ class FCN(nn.Module):
         pretrained_backbone: bool | str | os.PathLike = False,
     ) -> None:
         super().__init__()
-        if output_stride not in (8, 16, 32):
-            raise ValueError(f"output_stride must be 8, 16 or 32 for FCN, got {output_stride}")
-        self.output_stride = output_stride
-        self.backbone = VGG16(in_channels, first_padding=100, ceil_mode=True)
+        # FCN-32s/16s/8s: the stride of the finest scores fused (the VGG16 itself always runs at 32).
+        self.output_stride = check_output_stride(output_stride)
+        self.backbone = build_backbone("vgg16", in_channels, first_padding=100)
         self.classifier = nn.Sequential(
             nn.Conv2d(512, 4096, 7),  # fc6
             nn.ReLU(inplace=True),

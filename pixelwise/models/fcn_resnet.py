@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import os
 
-import torch
 from torch import nn
 
 from pixelwise.backbones import build_backbone
-from pixelwise.models.deeplab import ScoreUpsample
-from pixelwise.models.torchvision_compat import load_torchvision_weights, torchvision_options
+from pixelwise.models.base import BackboneHead
 from pixelwise.nn.conv import ConvBNReLU
+from pixelwise.nn.upsample import ScoreUpsample
 
 
-class BackboneFCN(nn.Module):
+class BackboneFCN(BackboneHead):
     """(N, in_channels, H, W) -> logits (N, num_classes, H, W) from the backbone's deepest map.
 
-    ``weights="torchvision"`` loads torchvision's COCO-trained weights (21 VOC classes) and sets the
-    output stride to torchvision's 8.
+    ``create_model("fcn", ..., weights="torchvision")`` loads torchvision's COCO-trained weights (21 VOC
+    classes) into torchvision's architecture (output stride 8).
     """
 
     def __init__(
@@ -34,11 +33,8 @@ class BackboneFCN(nn.Module):
         upsampling: str = "interpolate",
         dropout: float = 0.1,
         pretrained_backbone: bool | str | os.PathLike = False,
-        weights: str | None = None,
     ) -> None:
         super().__init__()
-        if weights is not None:
-            output_stride = torchvision_options("fcn", backbone, weights, num_classes)["output_stride"]
         self.backbone = build_backbone(backbone, in_channels, output_stride, pretrained_backbone)
         channels = self.backbone.channels[-1]
         # Flat, so that the parameter names are torchvision's (classifier.0, .1 and .4).
@@ -46,8 +42,3 @@ class BackboneFCN(nn.Module):
             *ConvBNReLU(channels, channels // 4, 3), nn.Dropout(dropout), nn.Conv2d(channels // 4, num_classes, 1)
         )
         self.upsample = ScoreUpsample(num_classes, output_stride, upsampling)
-        if weights is not None:
-            load_torchvision_weights(self, "fcn", backbone)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.upsample(self.classifier(self.backbone(x)[-1]), x.shape[-2:])

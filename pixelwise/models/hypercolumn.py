@@ -27,12 +27,13 @@ import torch
 from torch import nn
 from torchvision.ops import roi_align
 
+from pixelwise.backbones import build_backbone
 from pixelwise.backbones.pretrained import load_backbone_weights
-from pixelwise.backbones.vgg import VGG16
+from pixelwise.models.base import SegmentationModel
 from pixelwise.nn.upsample import resize_to
 
 
-class Hypercolumn(nn.Module):
+class Hypercolumn(SegmentationModel):
     """VGG16 hypercolumns with a grid of location-specific per-pixel classifiers."""
 
     def __init__(
@@ -48,7 +49,7 @@ class Hypercolumn(nn.Module):
             raise ValueError(f"grid_size must be >= 1, got {grid_size}")
         self.num_classes = num_classes
         self.grid_size = grid_size
-        self.backbone = VGG16(in_channels)
+        self.backbone = build_backbone("vgg16", in_channels)
         # fc6/fc7 convolutionalized; padding 3 keeps fc6 on pool5's grid for any input size.
         self.fc = nn.Sequential(
             nn.Conv2d(512, 4096, 7, padding=3),

@@ -35,6 +35,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from pixelwise.models.base import SegmentationModel
 from pixelwise.nn.skip import center_crop, crop_at
 from pixelwise.nn.upsample import Upsample, UpsamplingMode
 
@@ -54,10 +55,11 @@ class DoubleConv(nn.Sequential):
         super().__init__(*layers)
 
 
-class UNet(nn.Module):
+class UNet(SegmentationModel):
     """(N, in_channels, H, W) -> logits (N, num_classes, H', W').
 
-    H' = H with ``padding="same"`` (any H >= 1); H' = ``valid_output_size(H, depth)`` with "valid".
+    H' = H with ``padding="same"`` (any H >= 1); H' = ``valid_output_size(H, depth)`` with "valid", whose
+    ``output_margin`` is 92 pixels at depth 4 and ``size_multiple`` 2 ** depth (the model contract).
     """
 
     def __init__(
@@ -99,6 +101,12 @@ class UNet(nn.Module):
         )
         self.head = nn.Conv2d(base_channels, num_classes, 1)
         self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
+        if padding == "valid":
+            self.output_margin = valid_margin(depth)
+            self.size_multiple = 2**depth
+
+    def input_size_for(self, output_size: int) -> int:
+        return valid_input_size(output_size, self.depth) if self.padding == "valid" else output_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.padding == "valid":
@@ -119,6 +127,12 @@ class UNet(nn.Module):
                 skip = center_crop(skip, x.shape[-2:])
             x = block(torch.cat([skip, x], dim=1))
         return self.head(x)
+
+
+def valid_margin(depth: int = 4) -> int:
+    """Pixels a valid-padding U-Net loses on each side: 2 per 3x3 convolution pair at every level, counted
+    at the input's scale (92 at depth 4: (572 - 388) / 2)."""
+    return 6 * 2**depth - 4
 
 
 def valid_output_size(input_size: int, depth: int = 4) -> int:

@@ -11,6 +11,7 @@ first and convolving after cannot, since every output pixel sees the same number
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -19,6 +20,8 @@ from torch.nn import functional as F
 
 UpsamplingMode = Literal["transposed", "bilinear", "nearest"]
 UPSAMPLING_MODES = ("transposed", "bilinear", "nearest")
+# Score upsampling adds parameter-free interpolation, the DeepLab papers' choice, to the learnable modes.
+SCORE_UPSAMPLINGS = ("interpolate", *UPSAMPLING_MODES)
 
 
 def bilinear_kernel(kernel_size: int) -> torch.Tensor:
@@ -101,3 +104,22 @@ def resize_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+class ScoreUpsample(nn.Module):
+    """(N, C, h, w) -> (N, C, *size), the last step of a model that predicts at a stride.
+
+    ``mode="interpolate"`` is parameter-free bilinear interpolation; the other modes are ``Upsample`` by the
+    integer ``factor`` (a learnable layer), then ``resize_to`` trims the ``ceil`` surplus to the exact size.
+    """
+
+    def __init__(self, channels: int, factor: int, mode: str = "interpolate") -> None:
+        super().__init__()
+        if mode not in SCORE_UPSAMPLINGS:
+            raise ValueError(f"upsampling must be one of {SCORE_UPSAMPLINGS}, got {mode!r}")
+        self.upsample = None if mode == "interpolate" else Upsample(channels, channels, factor, mode, bias=False)
+
+    def forward(self, x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        if self.upsample is not None:
+            x = self.upsample(x)
+        return resize_to(x, tuple(size))

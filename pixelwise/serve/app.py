@@ -146,18 +146,19 @@ def create_app(
 
     @app.get("/v1/model")
     async def model_card() -> dict[str, Any]:
-        config = segmenter.config
+        card = segmenter.card
+        stored = {key: value for key, value in card.to_dict().items() if key not in ("format", "version")}
         return {
-            "name": config["name"],
+            "name": card.name,
             "num_classes": segmenter.num_classes,
             "class_names": segmenter.class_names,
             "palette": segmenter.palette[: segmenter.num_classes],
             "card": {
-                "options": config.get("options", {}),
-                "metadata": config.get("metadata", {}),
+                **stored,
                 "mode": segmenter.mode,
                 "scales": list(segmenter.scales),
                 "flip": segmenter.flip,
+                # What this server applies: the stored statistics for the model's input channels.
                 "normalization": {"mean": segmenter.mean, "std": segmenter.std},
                 "limits": {"max_pixels": max_pixels, "max_body_bytes": max_body_bytes,
                            "max_concurrent": max_concurrent, "max_queue": max_queue},

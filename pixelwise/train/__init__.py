@@ -1,17 +1,20 @@
-"""Training and evaluation: config, losses, schedules, the loop, checkpoints and plots."""
+"""Training and evaluation: config, losses, schedules, the loop, checkpoints and plots.
 
-from pixelwise.train.config import Config, ConfigError, config_from_dict, config_to_dict, load_config
-from pixelwise.train.evaluate import evaluate, format_table
-from pixelwise.train.trainer import TrainResult, train
+Loaded on first use (``pixelwise.lazy``): ``pixelwise.train.distributed`` alone does not load the trainer.
+"""
 
-__all__ = [
-    "Config",
-    "ConfigError",
-    "TrainResult",
-    "config_from_dict",
-    "config_to_dict",
-    "evaluate",
-    "format_table",
-    "load_config",
-    "train",
-]
+from __future__ import annotations
+
+from pixelwise.lazy import attach
+
+__getattr__, __dir__, __all__ = attach(__name__, {
+    "Config": "pixelwise.train.config",
+    "ConfigError": "pixelwise.train.config",
+    "config_from_dict": "pixelwise.train.config",
+    "config_to_dict": "pixelwise.train.config",
+    "load_config": "pixelwise.train.config",
+    "evaluate": "pixelwise.train.evaluate",
+    "format_table": "pixelwise.train.evaluate",
+    "TrainResult": "pixelwise.train.trainer",
+    "train": "pixelwise.train.trainer",
+})

@@ -27,7 +27,9 @@ from typing import Any, Literal
 
 import yaml
 
-from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from pixelwise.crf.settings import CRFSettings
+from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Normalization
+from pixelwise.infer.options import PRECISIONS
 
 
 @dataclass
@@ -92,7 +94,7 @@ class TrainConfig:
     steps: int = 1000  # optimizer steps (the papers' "iterations")
     batch_size: int = 8  # per process: under torchrun each step sees batch_size * accumulate * processes images
     accumulate: int = 1  # gradient accumulation: each step sees batch_size * accumulate images
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16 autocast on CPU/CUDA; fp16 (+ scaler) on CUDA
+    precision: Literal[PRECISIONS] = "fp32"  # bf16 autocast on CPU/CUDA; fp16 (+ scaler) on CUDA
     channels_last: bool = False
     seed: int = 0
     deterministic: bool = False  # deterministic kernels: a resumed run ends bit-identical on CPU
@@ -129,23 +131,6 @@ class EvalConfig:
 
 
 @dataclass
-class CRFConfig:
-    """The dense CRF that ``pixelwise eval --crf`` and ``pixelwise predict --crf`` apply after the model.
-
-    ``pixelwise.crf.dense_crf`` keywords, pydensecrf's meaning; the defaults are its defaults. DeepLab v2's
-    published VOC setting is 10 iterations, bilateral weight 4, xy std 49, rgb std 5, Gaussian weight 3,
-    xy std 3 (the deeplabv1 and deeplabv2 recipes carry it).
-    """
-
-    iterations: int = 5
-    gaussian_sxy: float = 3.0
-    gaussian_compat: float = 3.0
-    bilateral_sxy: float = 80.0
-    bilateral_srgb: float = 13.0
-    bilateral_compat: float = 10.0
-
-
-@dataclass
 class Config:
     name: str = "run"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -154,7 +139,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    crf: CRFConfig = field(default_factory=CRFConfig)
+    # The dense CRF that ``eval --crf`` and ``predict --crf`` apply after the model (kept in the run card).
+    crf: CRFSettings = field(default_factory=CRFSettings)
     result: str | None = None  # what this recipe reached and the command that reproduces it (free text)
 
 
@@ -167,15 +153,6 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
     config = _build(Config, raw, source, "")
     _check_values(config, source)
     return config
-
-
-def crf_settings(model_config: dict[str, Any]) -> dict[str, Any]:
-    """The dense-CRF keywords a saved model's run recorded (its ``crf`` section), else the defaults.
-
-    ``model_config`` is a saved model's config (``pixelwise.read_config`` / ``model.pixelwise_config``).
-    """
-    recorded = model_config.get("metadata", {}).get("train_config", {}).get("crf", {})
-    return dataclasses.asdict(_build(CRFConfig, recorded, "the run's crf section", "crf."))
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:
@@ -198,17 +175,22 @@ def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
     return config_from_dict(apply_overrides(raw, overrides), str(path))
 
 
+def parse_assignment(text: str, flag: str) -> tuple[str, Any]:
+    """``"key=value"`` -> (key, value parsed as YAML: numbers, booleans, lists, null); ``flag`` names the option."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"{flag} {text!r}: expected key=value (the value in YAML: 3, 0.5, true, [8, 16])")
+    try:
+        return key, yaml.safe_load(value)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{flag} {text!r}: value is not valid YAML ({error})") from error
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """Return a copy of ``raw`` with each ``"a.b.c=value"`` set; values are parsed as YAML scalars/lists."""
     raw = copy.deepcopy(raw)
     for override in overrides:
-        key, sep, text = override.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {override!r}: expected key=value, e.g. train.steps=100")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            raise ConfigError(f"--set {override!r}: value is not valid YAML ({error})") from error
+        key, value = parse_assignment(override, "--set")
         *parents, leaf = key.split(".")
         node = raw
         for depth, part in enumerate(parents):
@@ -309,8 +291,10 @@ def _check_values(config: Config, source: str) -> None:
         raise ConfigError(f"{source}: train.ema_warmup must be > 1, got {config.train.ema_warmup}")
     if config.optim.lr <= 0:
         raise ConfigError(f"{source}: optim.lr must be > 0, got {config.optim.lr}")
-    if len(config.data.mean) != len(config.data.std):
-        raise ConfigError(f"{source}: data.mean and data.std must have the same length")
+    try:
+        Normalization(tuple(config.data.mean), tuple(config.data.std))
+    except ValueError as error:
+        raise ConfigError(f"{source}: data.mean, data.std: {error}") from error
     weights = config.loss.class_weights
     if isinstance(weights, str) and weights != "median_frequency":
         raise ConfigError(f"{source}: loss.class_weights = {weights!r}: use \"median_frequency\" or a list")

@@ -1,8 +1,8 @@
 """Evaluation over a whole split: one confusion matrix, the standard scores, a per-class table.
 
-``refine`` is the hook for post-processing the logits before the argmax (the dense CRF plugs in here):
-a function ``refine(images, logits) -> logits`` with images (N, C, H, W) normalised as the model saw
-them and logits (N, K, H, W).
+``refine`` is the hook for post-processing the logits before the argmax (the dense CRF plugs in here,
+through ``pixelwise.crf.refine``, the same step the Segmenter runs): a function ``refine(images, logits)
+-> logits`` with images (N, C, H, W) normalised as the model saw them and logits (N, K, H, W).
 """
 
 from __future__ import annotations
@@ -10,22 +10,21 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
 from pixelwise.checkpoint import load_model
-from pixelwise.data import build_dataset
-from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
-from pixelwise.infer.overlap_tile import valid_padding_depth
+from pixelwise.crf.dense_crf import refine
+from pixelwise.crf.settings import CRFSettings
+from pixelwise.data import IGNORE_INDEX, build_dataset, parse_data_source, resolve_root
+from pixelwise.data.transforms import Normalization, build_transforms
 from pixelwise.infer.segmenter import average_views
 from pixelwise.metrics import ConfusionMatrix
-from pixelwise.train.config import crf_settings
 from pixelwise.train.distributed import eval_shard, reduce_confusion, setup
 from pixelwise.train.losses import crop_target_to
-from pixelwise.train.runtime import autocast, resolve_root
+from pixelwise.train.runtime import autocast
 
 Refiner = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -52,7 +51,7 @@ def predict(model: nn.Module, images: torch.Tensor, precision: str = "fp32", cha
     return logits.argmax(1)
 
 
-def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, ignore_index: int = 255,
+def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, ignore_index: int = IGNORE_INDEX,
              precision: str = "fp32", channels_last: bool = False, refine: Refiner | None = None,
              scales: Sequence[float] = (1.0,), flip: bool = False) -> ConfusionMatrix:
     """Accumulate the confusion matrix of ``model`` over every (image, mask) batch of ``loader``.
@@ -90,23 +89,16 @@ def _percent(value: float) -> str:
     return f"{'-':>7}" if math.isnan(value) else f"{100 * value:7.2f}"
 
 
-def crf_refiner(mean: Sequence[float], std: Sequence[float], **crf: Any) -> Refiner:
-    """``refine`` running the dense CRF (``pixelwise.crf.dense_crf`` with keywords ``crf``) on the softmax.
+def crf_refiner(normalization: Normalization, settings: CRFSettings) -> Refiner:
+    """``refine`` running the dense CRF (``pixelwise.crf.refine``) on the softmax.
 
-    The CRF's appearance kernel compares colours in 0..255, so the normalised images are mapped back
-    with the model's ``mean``/``std`` (a grayscale image is repeated to RGB).
+    The CRF compares colours in 0..255, so the normalised images go back to the uint8 pixels the model saw.
     """
-    from pixelwise.crf import dense_crf  # imported on demand: evaluation without --crf does not need it
+    def refine_logits(images: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        pixels = crop_target_to(logits, normalization.to_uint8(images))
+        return refine(logits.softmax(1), pixels, settings).clamp_min(1e-12).log()
 
-    def refine(images: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        channels = images.shape[1]
-        scale = torch.tensor(std if len(std) == channels else [sum(std) / len(std)], device=images.device)
-        shift = torch.tensor(mean if len(mean) == channels else [sum(mean) / len(mean)], device=images.device)
-        pixels = (images * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)).clamp(0, 1).mul(255).round()
-        pixels = crop_target_to(logits, pixels.to(torch.uint8).expand(-1, 3, -1, -1))
-        return dense_crf(logits.softmax(1), pixels, **crf).clamp_min(1e-12).log()
-
-    return refine
+    return refine_logits
 
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | None = None, split: str | None = None,
@@ -115,40 +107,35 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | None = None, 
     """Scores of a saved model (a run directory, or its ``best/``) over a whole split, and the class names.
 
     ``data`` is ``"NAME:ROOT"`` (``"synthetic"`` takes no root); None uses the data set the run trained on.
-    ``split`` defaults to the run's validation split. Normalisation comes from the checkpoint's metadata;
-    the data set options are the run's when it is the same data set. ``crf`` refines with the dense CRF,
-    with the parameters of the run's ``crf`` section; ``scales`` and ``flip`` average the softmax over
-    rescaled and mirrored views (multi-scale needs a model whose output matches its input size).
+    ``split`` defaults to the run's validation split. Normalisation, precision and CRF settings come from
+    the run card; the data set options are the run's when it is the same data set. ``crf`` refines with the
+    dense CRF; ``scales`` and ``flip`` average the softmax over rescaled and mirrored views (multi-scale
+    needs a model whose output matches its input size).
     Under torchrun each process scores its shard of the split and the confusion matrices are summed.
     """
     model = load_model(checkpoint, map_location=setup(device))
-    if tuple(scales) != (1.0,) and valid_padding_depth(model) is not None:
-        raise ValueError(f"{checkpoint}: multi-scale evaluation needs a same-padding model; this U-Net uses "
-                         "valid padding (its output is smaller than its input)")
-    config = model.pixelwise_config
-    metadata = config.get("metadata", {})
-    trained_on = metadata.get("train_config", {}).get("data", {})
+    if tuple(scales) != (1.0,) and model.output_margin:
+        raise ValueError(f"{checkpoint}: multi-scale evaluation needs a same-size model; this one loses a "
+                         f"{model.output_margin}-pixel margin (valid padding)")
+    card = model.card
+    trained_on = card.data
     if data is None:
-        if not trained_on:
+        if trained_on is None:
             raise ValueError(f"{checkpoint}: the checkpoint does not name its data set; pass --data NAME:ROOT")
-        name, root = trained_on["name"], resolve_root(trained_on.get("root"))
+        name, root = trained_on.name, resolve_root(trained_on.root)
     else:
-        name, _, root = data.partition(":")
-        root = resolve_root(root or None)
-    options = {**trained_on.get("options", {}), **trained_on.get("val_options", {})} \
-        if trained_on.get("name") == name else {}
-    split = split or trained_on.get("val_split", "val")
-    mean, std = metadata.get("mean", IMAGENET_MEAN), metadata.get("std", IMAGENET_STD)
-    transform = build_transforms(False, mean=mean, std=std)
+        name, root = parse_data_source(data)
+    same_data = trained_on is not None and trained_on.name == name
+    options = trained_on.split_options() if same_data else {}
+    split = split or (trained_on.val_split if trained_on is not None else "val")
+    transform = build_transforms(False, mean=card.normalization.mean, std=card.normalization.std)
     dataset = build_dataset(name, root, split, transform, **options)
-    if dataset.num_classes != config["num_classes"]:
-        raise ValueError(f"{checkpoint}: the model predicts {config['num_classes']} classes but data set "
+    if dataset.num_classes != card.num_classes:
+        raise ValueError(f"{checkpoint}: the model predicts {card.num_classes} classes but data set "
                          f"{name!r} has {dataset.num_classes}")
-    precision = metadata.get("train_config", {}).get("train", {}).get("precision", "fp32")
+    precision = card.precision if card.precision != "fp16" or torch.cuda.is_available() else "fp32"
     loader = DataLoader(dataset, batch_size=batch_size, sampler=eval_shard(len(dataset)))
-    confusion = evaluate(model, loader, dataset.num_classes, dataset.ignore_index,
-                         precision if precision != "fp16" or torch.cuda.is_available() else "fp32",
-                         refine=crf_refiner(mean, std, **crf_settings(config)) if crf else None,
+    confusion = evaluate(model, loader, dataset.num_classes, dataset.ignore_index, precision,
+                         refine=crf_refiner(card.normalization, card.crf) if crf else None,
                          scales=scales, flip=flip)
-    class_names = config.get("class_names") or list(dataset.class_names)
-    return confusion.compute(), class_names
+    return confusion.compute(), card.class_names or list(dataset.class_names)

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pixelwise.data.base import IGNORE_INDEX
 from pixelwise.nn.skip import center_crop
 from pixelwise.train.config import LossConfig
 
@@ -32,7 +33,7 @@ LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
-                  ignore_index: int = 255) -> torch.Tensor:
+                  ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """Mean cross-entropy over labelled pixels; with ``weight`` (C,), the weighted mean (as torch's)."""
     if not (target != ignore_index).any():
         return logits.sum() * 0.0
@@ -40,7 +41,7 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tens
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0,
-               weight: torch.Tensor | None = None, ignore_index: int = 255) -> torch.Tensor:
+               weight: torch.Tensor | None = None, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """Focal loss, averaged like ``cross_entropy`` (weighted by ``weight[target]`` when given)."""
     valid = target != ignore_index
     if not valid.any():
@@ -54,7 +55,7 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0,
     return (pixel_weight * losses).sum() / pixel_weight.sum()
 
 
-def dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255,
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX,
               smooth: float = 1.0) -> torch.Tensor:
     """1 - mean_c (2 sum(p_c y_c) + smooth) / (sum(p_c) + sum(y_c) + smooth), over labelled pixels.
 
@@ -70,7 +71,7 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 25
     return 1 - ((2 * intersection + smooth) / (total + smooth)).mean()
 
 
-def lovasz_softmax(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+def lovasz_softmax(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """Lovász-softmax over the batch's labelled pixels, averaged over the classes present in the target."""
     valid = target != ignore_index
     probs = F.softmax(logits.float(), dim=1).permute(0, 2, 3, 1)[valid]  # (P, C)
@@ -104,7 +105,7 @@ def lovasz_extension(errors: torch.Tensor, foreground: torch.Tensor) -> torch.Te
 
 def ohem_cross_entropy(logits: torch.Tensor, target: torch.Tensor, threshold: float = 0.7,
                        min_kept: int = 100_000, weight: torch.Tensor | None = None,
-                       ignore_index: int = 255) -> torch.Tensor:
+                       ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """Cross-entropy over the hard pixels: true-class probability < ``threshold``, else the ``min_kept`` lowest."""
     valid = target != ignore_index
     if not valid.any():
@@ -141,7 +142,7 @@ class SegmentationLoss(nn.Module):
     """
 
     def __init__(self, config: LossConfig, class_weights: torch.Tensor | None = None,
-                 ignore_index: int = 255) -> None:
+                 ignore_index: int = IGNORE_INDEX) -> None:
         super().__init__()
         self.config = config
         self.ignore_index = ignore_index

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from pixelwise.data.base import IGNORE_INDEX  # noqa: E402
 from pixelwise.fileio import atomic_write  # noqa: E402
 
 
@@ -49,8 +50,8 @@ def plot_class_iou(scores: dict, class_names: Sequence[str], path: Path) -> None
     save_figure(figure, path)
 
 
-def overlay(image: torch.Tensor, labels: torch.Tensor, palette: Sequence[Sequence[int]], ignore_index: int = 255,
-            alpha: float = 0.5) -> np.ndarray:
+def overlay(image: torch.Tensor, labels: torch.Tensor, palette: Sequence[Sequence[int]],
+            ignore_index: int = IGNORE_INDEX, alpha: float = 0.5) -> np.ndarray:
     """(H, W, 3) uint8: ``image`` (C, H, W) uint8 blended with the colours of ``labels`` (H, W).
 
     Ignored pixels keep the plain image.
@@ -67,7 +68,7 @@ def overlay(image: torch.Tensor, labels: torch.Tensor, palette: Sequence[Sequenc
 
 
 def plot_examples(examples: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
-                  palette: Sequence[Sequence[int]], path: Path, ignore_index: int = 255) -> None:
+                  palette: Sequence[Sequence[int]], path: Path, ignore_index: int = IGNORE_INDEX) -> None:
     """A grid, one row per (image, ground truth, prediction) example: image | ground truth | prediction."""
     figure, axes = plt.subplots(len(examples), 3, figsize=(9, 3 * len(examples)), squeeze=False)
     for row, (image, truth, prediction) in enumerate(examples):

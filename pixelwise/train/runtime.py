@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from pathlib import Path
 
 import torch
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -45,13 +42,3 @@ def make_reproducible(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = False
     else:
         torch.backends.cudnn.benchmark = True
-
-
-def resolve_root(root: str | None) -> str | None:
-    """A data root with ``$VARS`` expanded; a relative path is tried from the current directory, then the repo."""
-    if root is None:
-        return None
-    path = Path(os.path.expandvars(root)).expanduser()
-    if path.is_absolute() or path.exists() or not (REPO_ROOT / path).exists():
-        return str(path)
-    return str(REPO_ROOT / path)

@@ -29,7 +29,6 @@ import time
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any
 
 import torch
 import yaml
@@ -38,9 +37,10 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from pixelwise.card import DataSource, RunCard
 from pixelwise.checkpoint import save_model
-from pixelwise.data import build_dataset, median_frequency_weights
-from pixelwise.data.transforms import build_transforms
+from pixelwise.data import build_dataset, median_frequency_weights, resolve_root
+from pixelwise.data.transforms import Normalization, build_transforms
 from pixelwise.fileio import atomic_write
 from pixelwise.models import create_model, model_options
 from pixelwise.train import plots
@@ -60,7 +60,7 @@ from pixelwise.train.distributed import (
 from pixelwise.train.ema import weight_average
 from pixelwise.train.evaluate import evaluate, predict
 from pixelwise.train.losses import SegmentationLoss, crop_target_to
-from pixelwise.train.runtime import autocast, make_reproducible, resolve_root
+from pixelwise.train.runtime import autocast, make_reproducible
 from pixelwise.train.sampling import SeededSamples
 from pixelwise.train.schedules import build_optimizer, build_scheduler
 from pixelwise.train.state import load_state, rng_states, save_state, set_rng_states
@@ -76,6 +76,11 @@ class TrainResult:
     steps: int
     scores: dict  # validation scores after the last step (pixelwise.metrics.ConfusionMatrix.compute)
     best_miou: float
+
+
+def default_run_dir(name: str) -> Path:
+    """``runs/<name>-<date>-<time>``: where a run goes when no directory is given."""
+    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def write_config(config: Config, run_dir: Path) -> None:
@@ -220,7 +225,7 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> T
     val_loader = DataLoader(val_set, batch_size=config.eval.batch_size, sampler=eval_shard(len(val_set)),
                             num_workers=config.data.num_workers)
     batches = iter(loader)
-    metadata = checkpoint_metadata(config, train_set)
+    card = run_card(config, train_set, model)
 
     progress = tqdm(total=settings.steps, initial=start_step, disable=not (is_main_process() and settings.progress),
                     dynamic_ncols=True, unit="step")
@@ -258,11 +263,11 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> T
             if scores["miou"] > best_miou:
                 best_miou = scores["miou"]
                 if is_main_process():
-                    save_model(shipped, run_dir / BEST_DIR, **checkpoint_fields(metadata, step, scores))
+                    save_model(shipped, run_dir / BEST_DIR, card, step=step, scores=scores)
             window_start = time.perf_counter()  # evaluation time is not training throughput
         if step % settings.checkpoint_every == 0 or step == settings.steps:
             samples_seen = stream_start + (step - start_step) * images_per_step
-            checkpoint(run_dir, step, model, optimizer, scheduler, scaler, best_miou, samples_seen, metadata,
+            checkpoint(run_dir, step, model, optimizer, scheduler, scaler, best_miou, samples_seen, card,
                        scores, average)
     progress.close()
     if writer is not None:
@@ -298,29 +303,25 @@ def train_step(model: nn.Module, criterion: SegmentationLoss, optimizer: torch.o
     return total
 
 
-def checkpoint_metadata(config: Config, dataset: Dataset) -> dict[str, Any]:
-    """Keywords for ``save_model``: class names, palette, and what inference needs to reproduce the input."""
-    return {
-        "class_names": list(dataset.class_names),
-        "palette": [list(colour) for colour in dataset.palette],
-        "metadata": {
-            "mean": list(config.data.mean),
-            "std": list(config.data.std),
-            "dataset": config.data.name,
-            "ignore_index": dataset.ignore_index,
-            "train_config": config_to_dict(config),
-        },
-    }
-
-
-def checkpoint_fields(metadata: dict[str, Any], step: int, scores: dict) -> dict[str, Any]:
-    """``metadata`` with the step and its validation scores added to the stored metadata."""
-    return {**metadata, "metadata": {**metadata["metadata"], "step": step, "scores": scores}}
+def run_card(config: Config, dataset: Dataset, model: nn.Module) -> RunCard:
+    """The card of the run's checkpoints: the model's architecture with what inference needs to repeat the
+    input (classes, palette, normalisation), where the data came from, the precision and the CRF settings."""
+    data = config.data
+    return model.card.replace(
+        class_names=list(dataset.class_names),
+        palette=[list(colour) for colour in dataset.palette],
+        normalization=Normalization(tuple(data.mean), tuple(data.std)),
+        ignore_index=dataset.ignore_index,
+        data=DataSource(data.name, data.root, dict(data.options), dict(data.val_options), data.val_split),
+        precision=config.train.precision,
+        crf=config.crf,
+        train_config=config_to_dict(config),
+    )
 
 
 def checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
                scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler, best_miou: float,
-               samples_seen: int, metadata: dict[str, Any], scores: dict, average: AveragedModel | None = None
+               samples_seen: int, card: RunCard, scores: dict, average: AveragedModel | None = None
                ) -> None:
     """Latest weights for users (``load_model(run_dir)``), then the trainer state (``latest`` pointer last).
 
@@ -329,7 +330,7 @@ def checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch.opti
     """
     if not is_main_process():
         return
-    save_model(average.module if average is not None else model, run_dir, **checkpoint_fields(metadata, step, scores))
+    save_model(average.module if average is not None else model, run_dir, card, step=step, scores=scores)
     extra = {"ema": average.state_dict()} if average is not None else {}
     save_state(run_dir, step, {
         "model": model.state_dict(),
