@@ -30,10 +30,10 @@ from typing import Any
 from pixelwise.crf.settings import CRFSettings
 from pixelwise.data.base import IGNORE_INDEX, voc_palette
 from pixelwise.data.transforms import Normalization
+from pixelwise.infer.options import PRECISIONS
 
 FORMAT = "pixelwise-model"
 FORMAT_VERSION = 2
-PRECISIONS = ("fp32", "bf16", "fp16")
 # Version 1 kept these in ``metadata``; version 2 has a field for each, so they may not hide in it.
 CARD_KEYS_IN_V1_METADATA = ("normalization", "mean", "std", "ignore_index", "dataset", "train_config", "step",
                             "scores")
@@ -169,16 +169,6 @@ class RunCard:
                         f"(up to {FORMAT_VERSION}); upgrade pixelwise")
 
 
-def _crf_settings(raw: Any, where: str) -> CRFSettings:
-    if not isinstance(raw, dict):
-        raise ValueError(f"{where} must be a mapping, got {raw!r}")
-    valid = {f.name for f in dataclasses.fields(CRFSettings)}
-    unknown = sorted(set(raw) - valid)
-    if unknown:
-        raise ValueError(f"unknown {where} key(s) {unknown}; valid keys: {', '.join(sorted(valid))}")
-    return CRFSettings(**raw)
-
-
 def _data_source(raw: dict[str, Any] | None) -> DataSource | None:
     if not raw or not raw.get("name"):
         return None
@@ -193,7 +183,7 @@ def _from_v2(raw: dict[str, Any]) -> RunCard:
         class_names=raw.get("class_names"), palette=raw.get("palette"),
         normalization=Normalization(**normalization) if normalization else Normalization(),
         ignore_index=raw.get("ignore_index", IGNORE_INDEX), data=_data_source(raw.get("data")),
-        precision=raw.get("precision", "fp32"), crf=_crf_settings(raw.get("crf") or {}, "crf"),
+        precision=raw.get("precision", "fp32"), crf=CRFSettings.from_dict(raw.get("crf") or {}),
         step=raw.get("step"), scores=raw.get("scores"), train_config=raw.get("train_config"),
         metadata=dict(raw.get("metadata") or {}),
     )
@@ -216,7 +206,7 @@ def _from_v1(raw: dict[str, Any]) -> RunCard:
         ignore_index=metadata.get("ignore_index", IGNORE_INDEX),
         data=_data_source(train_config.get("data")),
         precision=train_config.get("train", {}).get("precision", "fp32"),
-        crf=_crf_settings(train_config.get("crf") or {}, "the run's crf section"),
+        crf=CRFSettings.from_dict(train_config.get("crf") or {}, "the run's crf section"),
         step=metadata.get("step"), scores=metadata.get("scores"), train_config=train_config or None,
         metadata={key: value for key, value in metadata.items() if key not in CARD_KEYS_IN_V1_METADATA},
     )

@@ -27,3 +27,30 @@ def test_bad_arguments_are_an_error_not_a_traceback():
     result = subprocess.run([sys.executable, "-m", "pixelwise", "models", "--num-classes", "many"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "invalid int value" in result.stderr and "Traceback" not in result.stderr
+
+
+def imported_after(code: str) -> set[str]:
+    """The heavy packages a fresh interpreter has imported after running ``code``."""
+    probe = f"{code}\nimport sys\nprint(' '.join(sorted(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    loaded = set(result.stdout.split())
+    return {name for name in ("torch", "torchvision", "matplotlib", "numpy", "PIL") if name in loaded} | {
+        name for name in ("pixelwise.infer.segmenter", "pixelwise.train.trainer") if name in loaded}
+
+
+def test_help_imports_nothing_heavy():
+    """``pixelwise --help`` and every ``pixelwise <command> --help`` build their parsers without torch."""
+    assert imported_after("from pixelwise.cli import build_parser\nbuild_parser()") == set()
+    for command in ("train", "eval", "predict", "serve", "export", "check-data", "quickstart", "models"):
+        result = subprocess.run([sys.executable, "-m", "pixelwise", command, "--help"], capture_output=True,
+                                text=True, timeout=120)
+        assert result.returncode == 0 and "usage: pixelwise" in result.stdout, result.stderr
+
+
+def test_imports_load_only_what_they_need():
+    assert imported_after("import pixelwise") == set()
+    assert "pixelwise.infer.segmenter" not in imported_after("import pixelwise.nn")
+    assert "pixelwise.train.trainer" not in imported_after("import pixelwise.nn")
+    # eval under torchrun needs the process group helpers, not the training loop.
+    assert "pixelwise.train.trainer" not in imported_after("import pixelwise.train.distributed")
+    assert "pixelwise.train.trainer" not in imported_after("import pixelwise.train.evaluate")

@@ -116,6 +116,19 @@ def test_bad_files_and_options(tmp_path: Path) -> None:
         create_model("deeplabv3", backbone="xception65", weights="torchvision")
 
 
+def test_torchvision_weights_refuse_options_that_contradict_their_architecture():
+    """weights="torchvision" fixes head, output stride and rates; an explicit other value is an error, not
+    silently overridden (checked before anything is downloaded)."""
+    with pytest.raises(ValueError, match=r"fixes output_stride to 8 .*drop output_stride=16"):
+        create_model("deeplabv3", backbone="resnet50", weights="torchvision", output_stride=16)
+    with pytest.raises(ValueError, match=r"fixes atrous_rates to \(12, 24, 36\)"):
+        create_model("deeplabv3", backbone="resnet50", weights="torchvision", atrous_rates=[6, 12, 18])
+    with pytest.raises(ValueError, match="fixes head to 'torchvision'"):
+        create_model("deeplabv3", backbone="mobilenet_v3_large", weights="torchvision", head="paper")
+    with pytest.raises(ValueError, match="fixes output_stride to 8"):
+        create_model("fcn", backbone="resnet50", weights="torchvision", output_stride=16)
+
+
 def test_saved_models_reload_without_their_weight_source(tmp_path: Path) -> None:
     """The config records the architecture, not where the first weights came from: no download on load."""
     reference = tv.deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None).eval()

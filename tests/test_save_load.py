@@ -82,7 +82,7 @@ def test_version_1_user_metadata_and_the_old_xception_default():
     assert model.aspp.branches[1][0].groups == 1  # a regular 3x3 atrous convolution
     with pytest.raises(CardError, match=r"config: format version 3 is newer"):
         RunCard.from_dict({**raw, "version": 3})
-    with pytest.raises(CardError, match="unknown the run's crf section key"):
+    with pytest.raises(CardError, match=r"the run's crf section: unknown key\(s\) \['bilateral_std'\]"):
         RunCard.from_dict({**raw, "metadata": {"train_config": {"crf": {"bilateral_std": 3}}}})
 
 

@@ -8,7 +8,7 @@ run's card keeps the settings it was trained with, so ``eval --crf`` and ``predi
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 
@@ -30,6 +30,17 @@ class CRFSettings:
     def as_keywords(self) -> dict[str, Any]:
         """The settings as ``dense_crf`` keyword arguments."""
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: Any, where: str = "crf") -> CRFSettings:
+        """Settings from a mapping of field names (missing ones keep their defaults); ``where`` names it in errors."""
+        if not isinstance(raw, dict):
+            raise ValueError(f"{where} must be a mapping of CRF settings, got {raw!r}")
+        valid = [field.name for field in fields(cls)]
+        unknown = sorted(set(raw) - set(valid))
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {unknown}; valid keys: {', '.join(valid)}")
+        return cls(**raw)
 
 
 # DeepLab v2 (Chen et al., TPAMI 2017, section 4.1) on PASCAL VOC: w1 = 4, theta_alpha = 49, theta_beta = 5,

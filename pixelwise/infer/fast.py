@@ -13,6 +13,9 @@ import copy
 import torch
 from torch import nn
 
+# The precisions inference and training run in (``pixelwise.infer.options.PRECISIONS``), as torch dtypes.
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
 
 def cpu_supports_bf16() -> bool:
     """Whether this CPU has native bf16 matrix instructions (oneDNN's own check)."""

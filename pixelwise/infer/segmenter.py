@@ -31,13 +31,11 @@ from pixelwise.checkpoint import load_model
 from pixelwise.crf.dense_crf import refine
 from pixelwise.crf.settings import CRFSettings
 from pixelwise.infer.export import as_numpy, export_onnx, onnx_session
-from pixelwise.infer.fast import optimize_for_cpu
+from pixelwise.infer.fast import DTYPES, optimize_for_cpu
 from pixelwise.infer.inputs import ImageLike, to_channels, to_uint8
 from pixelwise.infer.options import BACKENDS, DEFAULT_TILE, MODES, PRECISIONS, default_stride
 from pixelwise.infer.overlap_tile import overlap_tile_logits
 from pixelwise.infer.sliding import slide_logits
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class Segmenter:
@@ -186,10 +184,7 @@ def crf_settings(crf: bool | CRFSettings | Mapping | None, card: RunCard) -> CRF
     if isinstance(crf, CRFSettings):
         return crf
     if isinstance(crf, Mapping):
-        try:
-            return CRFSettings(**crf)
-        except TypeError as error:
-            raise ValueError(f"crf: {error}; the settings are the fields of pixelwise.crf.CRFSettings") from error
+        return CRFSettings.from_dict(dict(crf))
     raise ValueError(f"crf must be True, False, a CRFSettings or a dict of its fields, got {crf!r}")
 
 

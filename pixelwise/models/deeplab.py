@@ -46,10 +46,9 @@ def atrous_backbone(name: str, in_channels: int, output_stride: int, pretrained:
 
 
 class DeepLabV1(BackboneHead):
-    """DeepLab-LargeFOV: VGG16 (pool4/pool5 stride 1, fc6 3x3 rate 12, 1024 channels) + fc8.
-
-    (N, in_channels, H, W) -> logits (N, num_classes, H, W). The paper post-processes the scores with a
-    fully connected CRF (``pixelwise.crf``).
+    """DeepLab-LargeFOV, (N, in_channels, H, W) -> logits (N, num_classes, H, W): VGG16 with pool4/pool5 at
+    stride 1, fc6 a 3x3 convolution at rate 12 with 1024 channels, then fc8. The ICLR 2015 paper refines the
+    scores with a fully connected CRF: ``Segmenter(run, crf=True)`` with the recipe's ``DEEPLAB_VOC``.
     """
 
     def __init__(
@@ -69,10 +68,9 @@ class DeepLabV1(BackboneHead):
 
 
 class DeepLabV2(BackboneHead):
-    """ResNet-101 + ASPP-v2: four 3x3 atrous classifiers at rates 6/12/18/24 (at output stride 8), summed.
-
-    (N, in_channels, H, W) -> logits (N, num_classes, H, W). The paper post-processes the scores with a
-    fully connected CRF (``pixelwise.crf``).
+    """ResNet-101 + ASPP-v2, (N, in_channels, H, W) -> logits (N, num_classes, H, W): four 3x3 atrous
+    classifiers at rates 6/12/18/24 (at output stride 8), summed. Like v1, the TPAMI paper post-processes
+    with the dense CRF (``pixelwise.crf``), whose published VOC setting the deeplabv2 recipe carries.
     """
 
     def __init__(

@@ -7,6 +7,8 @@ import os
 
 import torch
 
+from pixelwise.infer.fast import DTYPES
+
 
 def resolve_device(name: str) -> torch.device:
     """``"auto"`` -> cuda when available, else cpu; anything else as torch spells it."""
@@ -28,8 +30,7 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
         return contextlib.nullcontext()
     if precision == "fp16" and device.type != "cuda":
         raise ValueError("precision fp16 needs a CUDA device; use bf16 on CPU")
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=DTYPES[precision])
 
 
 def make_reproducible(seed: int, deterministic: bool) -> None:
