@@ -103,13 +103,13 @@ class DeepLabV3(BackboneHead):
         self,
         num_classes: int = 21,
         backbone: str = "resnet101",
+        head: str = "paper",  # what sets this model apart first, then the options of the atrous encoder
         in_channels: int = 3,
         output_stride: int = 16,
         upsampling: str = "interpolate",
         atrous_rates: Sequence[int] | None = None,
         separable_aspp: bool = False,
         multi_grid: bool = False,
-        head: str = "paper",
         pretrained_backbone: bool | str | os.PathLike = False,
     ) -> None:
         super().__init__()
@@ -142,12 +142,12 @@ class DeepLabV3Plus(SegmentationModel):
         self,
         num_classes: int = 21,
         backbone: str = "xception65",
+        separable_decoder: bool = True,  # what sets this model apart first, then the options of the encoder
+        separable_aspp: bool | None = None,
         in_channels: int = 3,
         output_stride: int = 16,
         upsampling: str = "interpolate",
         atrous_rates: Sequence[int] | None = None,
-        separable_aspp: bool | None = None,
-        separable_decoder: bool = True,
         multi_grid: bool = False,
         pretrained_backbone: bool | str | os.PathLike = False,
     ) -> None:
