@@ -31,9 +31,13 @@ from pixelwise.crf.settings import CRFSettings
 from pixelwise.data.base import IGNORE_INDEX, voc_palette
 from pixelwise.data.transforms import Normalization
 from pixelwise.infer.options import PRECISIONS
+from pixelwise.options import OptionError, check_fields
 
 FORMAT = "pixelwise-model"
 FORMAT_VERSION = 2
+# Options that only say where the initial weights came from. A saved model's own weights replace them, so a
+# card never keeps them: reloading never downloads or reads anything but the run's two files.
+WEIGHT_SOURCE_OPTIONS = ("pretrained_backbone", "weights")
 # Version 1 kept these in ``metadata``; version 2 has a field for each, so they may not hide in it.
 CARD_KEYS_IN_V1_METADATA = ("normalization", "mean", "std", "ignore_index", "dataset", "train_config", "step",
                             "scores")
@@ -52,6 +56,9 @@ class DataSource:
     options: dict[str, Any] = field(default_factory=dict)
     val_options: dict[str, Any] = field(default_factory=dict)
     val_split: str = "val"
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
     def split_options(self) -> dict[str, Any]:
         """The loader options of the validation split."""
@@ -78,7 +85,11 @@ class RunCard:
     metadata: dict[str, Any] = field(default_factory=dict)  # anything else the user wants kept
 
     def __post_init__(self) -> None:
-        if not isinstance(self.num_classes, int) or self.num_classes < 1:
+        try:
+            check_fields(self)
+        except OptionError as error:
+            raise CardError(str(error)) from error
+        if self.num_classes < 1:
             raise CardError(f"num_classes must be a positive integer, got {self.num_classes!r}")
         if self.class_names is not None and len(self.class_names) != self.num_classes:
             raise CardError(f"class_names has {len(self.class_names)} entries for a model with "
@@ -87,6 +98,12 @@ class RunCard:
             len(self.palette) < self.num_classes or any(len(colour) != 3 for colour in self.palette)
         ):
             raise CardError(f"palette must hold at least {self.num_classes} [r, g, b] colours")
+        if self.palette is not None and not all(0 <= value <= 255 for colour in self.palette for value in colour):
+            raise CardError("palette colours must be [r, g, b] with values 0..255")
+        if not 0 <= self.ignore_index <= 255:
+            raise CardError(f"ignore_index must be 0..255 (masks are 8-bit), got {self.ignore_index}")
+        if not all(isinstance(key, str) for key in self.metadata):
+            raise CardError("metadata keys must be strings (config.json is JSON)")
         if self.precision not in PRECISIONS:
             raise CardError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         hidden = sorted(set(self.metadata) & set(CARD_KEYS_IN_V1_METADATA))
@@ -136,7 +153,8 @@ class RunCard:
             "options": self.options,
             "class_names": self.class_names,
             "palette": self.palette,
-            "normalization": {"mean": list(self.normalization.mean), "std": list(self.normalization.std)},
+            "normalization": {"mean": list(self.normalization.mean), "std": list(self.normalization.std),
+                              "intensity": self.normalization.intensity},
             "ignore_index": self.ignore_index,
             "data": dataclasses.asdict(self.data) if self.data is not None else None,
             "precision": self.precision,
@@ -152,7 +170,9 @@ class RunCard:
         """Read a card written by any version of pixelwise; raises CardError naming ``source`` and the field."""
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             raise CardError(f"{source}: not a pixelwise model config (expected \"format\": \"{FORMAT}\")")
-        version = raw.get("version", 1)
+        version = raw.get("version")
+        if type(version) is not int or version < 1:
+            raise CardError(f"{source}: \"version\" must be a whole number (1 or {FORMAT_VERSION}), got {version!r}")
         for key in ("name", "num_classes", "options"):
             if key not in raw:
                 raise CardError(f"{source}: missing field {key!r}")
@@ -169,23 +189,31 @@ class RunCard:
                         f"(up to {FORMAT_VERSION}); upgrade pixelwise")
 
 
-def _data_source(raw: dict[str, Any] | None) -> DataSource | None:
+def _data_source(raw: Any) -> DataSource | None:
+    if raw is not None and not isinstance(raw, dict):
+        raise ValueError(f"data must be a mapping (name, root, options, ...), got {raw!r}")
     if not raw or not raw.get("name"):
         return None
     known = {f.name for f in dataclasses.fields(DataSource)}
     return DataSource(**{key: value for key, value in raw.items() if key in known})
 
 
+def _architecture_options(raw: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in raw["options"].items() if key not in WEIGHT_SOURCE_OPTIONS}
+
+
 def _from_v2(raw: dict[str, Any]) -> RunCard:
     normalization = raw.get("normalization") or {}
+    if normalization and not {"mean", "std"} <= set(normalization):
+        raise ValueError(f"normalization needs both mean and std, got {normalization!r}")
     return RunCard(
-        name=raw["name"], num_classes=raw["num_classes"], options=dict(raw["options"]),
+        name=raw["name"], num_classes=raw["num_classes"], options=_architecture_options(raw),
         class_names=raw.get("class_names"), palette=raw.get("palette"),
         normalization=Normalization(**normalization) if normalization else Normalization(),
         ignore_index=raw.get("ignore_index", IGNORE_INDEX), data=_data_source(raw.get("data")),
         precision=raw.get("precision", "fp32"), crf=CRFSettings.from_dict(raw.get("crf") or {}),
         step=raw.get("step"), scores=raw.get("scores"), train_config=raw.get("train_config"),
-        metadata=dict(raw.get("metadata") or {}),
+        metadata=raw.get("metadata") or {},
     )
 
 
@@ -195,7 +223,7 @@ def _from_v1(raw: dict[str, Any]) -> RunCard:
     statistics = metadata.get("normalization") or metadata
     mean, std = statistics.get("mean"), statistics.get("std")
     train_config = metadata.get("train_config") or {}
-    options = dict(raw["options"])
+    options = _architecture_options(raw)
     if raw["name"] == "deeplabv3plus" and options.get("backbone", "xception65") == "xception65":
         # Version 1 recorded only the options a caller passed; the Xception-65 ASPP was not separable then.
         options.setdefault("separable_aspp", False)

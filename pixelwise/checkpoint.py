@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -36,9 +37,15 @@ def save_model(model: nn.Module, directory: str | os.PathLike, card: RunCard | N
     architecture = sorted(set(fields) & {"name", "num_classes", "options"})
     if architecture:
         raise ValueError(f"{architecture} come from the model and cannot be changed when saving")
+    unknown = sorted(set(fields) - {field.name for field in dataclasses.fields(RunCard)})
+    if unknown:
+        raise ValueError(f"save_model takes run card fields; {unknown} are not among them")
     card = card.replace(**fields)
-    document = card.to_dict()
-    text = json.dumps(document, indent=2)  # before any file is touched: a field that is not JSON fails here
+    try:  # before any file is touched: a field that is not JSON fails here
+        text = json.dumps(card.to_dict(), indent=2)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"the run card cannot be written as JSON ({error}): metadata, scores and train_config "
+                         "must hold JSON values (str, numbers, lists, dicts)") from error
     directory = Path(directory)
     state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
     with atomic_write(directory / WEIGHTS_FILE) as handle:

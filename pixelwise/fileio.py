@@ -9,6 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+# The process's file-creation mask, read once (reading it means setting it, which is not thread-safe later).
+UMASK = os.umask(0)
+os.umask(UMASK)
+
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
@@ -21,6 +25,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file private (0600); give it the permissions any new file gets here.
+        os.fchmod(fd, 0o666 & ~UMASK)
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
@@ -30,3 +36,29 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def check_output_dir(path: str | os.PathLike, option: str) -> Path:
+    """``path`` as a folder outputs can be written into, checked before any work starts.
+
+    It may exist as a folder or not exist yet; a file standing at it or at a parent, or a folder that
+    cannot be written, is a ValueError naming ``option`` (the command-line flag) and the path.
+    """
+    path = Path(path)
+    for existing in (path, *path.parents):
+        if existing.exists():
+            if not existing.is_dir():
+                raise ValueError(f"{option} {path}: {existing} is a file, not a folder")
+            if not os.access(existing, os.W_OK | os.X_OK):
+                raise ValueError(f"{option} {path}: {existing} is not writable")
+            break
+    return path
+
+
+def check_output_file(path: str | os.PathLike, option: str) -> Path:
+    """``path`` as a file that can be written (atomically), checked before any work starts."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{option} {path} is a folder; give a file name inside it")
+    check_output_dir(path.parent, option)
+    return path

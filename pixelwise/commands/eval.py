@@ -9,6 +9,8 @@ import argparse
 import json
 from pathlib import Path
 
+from pixelwise.commands import positive_float, positive_int
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("eval", help="evaluate a trained model (mIoU, per-class IoU, accuracy, Dice)")
@@ -17,11 +19,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", help="NAME:ROOT, or 'synthetic' (default: the data set the run trained on)")
     parser.add_argument("--split", help="split to evaluate (default: the run's validation split)")
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write the scores to this JSON file")
-    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--batch-size", type=positive_int, default=1)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--crf", action="store_true",
                         help="refine predictions with the dense CRF (pixelwise.crf, with the run's crf parameters)")
-    parser.add_argument("--scales", type=float, nargs="+", default=[1.0], metavar="S",
+    parser.add_argument("--scales", type=positive_float, nargs="+", default=[1.0], metavar="S",
                         help="test-time augmentation: average the softmax over the image resized by each scale")
     parser.add_argument("--flip", action="store_true",
                         help="test-time augmentation: also average over the left-right mirrored image")
@@ -29,10 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pixelwise.fileio import atomic_write
+    from pixelwise.fileio import atomic_write, check_output_file
     from pixelwise.train import distributed
     from pixelwise.train.evaluate import evaluate_checkpoint, format_table
 
+    if args.json is not None:
+        check_output_file(args.json, "--json")
     try:
         scores, class_names = evaluate_checkpoint(args.checkpoint, args.data, args.split, args.batch_size,
                                                   args.device, args.crf, args.scales, args.flip)

@@ -20,8 +20,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pixelwise.checkpoint import load_model
+    from pixelwise.fileio import check_output_file
     from pixelwise.infer.export import ExportError, export_onnx, export_torchscript
 
+    check_output_file(args.out, "--out")
     model = load_model(args.checkpoint)
     exporter = export_onnx if args.format == "onnx" else export_torchscript
     try:
@@ -29,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
     except ExportError as error:
         print(f"pixelwise export: error: {error}", file=sys.stderr)
         return 1
+    margin = model.output_margin
+    size = f"H - {2 * margin}, W - {2 * margin}" if margin else "H, W"
     print(f"wrote {args.out} ({args.format}: image (N, {model.card.in_channels}, H, W) -> logits (N, "
-          f"{model.card.num_classes}, H, W))")
+          f"{model.card.num_classes}, {size}))")
     return 0

@@ -9,8 +9,8 @@ the exit code is 1 if any file failed.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
+from pixelwise.commands import positive_int
 from pixelwise.infer.options import DEFAULT_TILE, MODES, PRECISIONS
 
 # DeepLab v3 evaluates "+MS +Flip" at scales 0.5 ... 1.75; three scales keep the CPU cost at 6 passes.
@@ -25,9 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--overlay", action="store_true", help="also write overlays with a legend")
     parser.add_argument("--opacity", type=float, default=0.5, help="overlay opacity of the mask (default 0.5)")
     parser.add_argument("--mode", choices=MODES, default=MODES[0])
-    parser.add_argument("--tile", type=int, nargs=2, default=DEFAULT_TILE, metavar=("H", "W"),
+    parser.add_argument("--tile", type=positive_int, nargs=2, default=DEFAULT_TILE, metavar=("H", "W"),
                         help="slide mode: the window (the output tile for a valid-padding model)")
-    parser.add_argument("--stride", type=int, nargs=2, metavar=("H", "W"),
+    parser.add_argument("--stride", type=positive_int, nargs=2, metavar=("H", "W"),
                         help="slide mode: window spacing (default two thirds of the tile; not for valid padding)")
     parser.add_argument("--tta", action="store_true", help=f"average scales {TTA_SCALES} and horizontal flips")
     parser.add_argument("--crf", action="store_true", help="refine with the dense CRF (the run's crf parameters)")
@@ -40,30 +40,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from pixelwise.infer.files import FilePredictor, expand_inputs, unique_stem
+    from pixelwise.fileio import check_output_dir
+    from pixelwise.infer.files import FilePredictor, expand_inputs, output_stems
     from pixelwise.infer.segmenter import Segmenter
 
+    out = check_output_dir(args.out, "--out")
+    if not 0 <= args.opacity <= 1:
+        raise ValueError(f"--opacity must be between 0 and 1, got {args.opacity}")
     segmenter = Segmenter(
         args.checkpoint, device=args.device, precision=args.precision, mode=args.mode, tile=tuple(args.tile),
         stride=tuple(args.stride) if args.stride else None, scales=TTA_SCALES if args.tta else (1.0,),
         flip=args.tta, crf=args.crf,
     )
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     files, failures = expand_inputs(args.inputs)
     predictor = FilePredictor(segmenter, out, args.overlay, args.opacity, args.stats)
-    used: set[str] = set()
+    stems = output_stems(files)
     done = 0
     for path in tqdm(files, desc="predict", unit="file"):
-        stem = unique_stem(path, used)
         try:
-            predictor.file(path, stem)
+            predictor.file(path, stems[path])
             done += 1
         except Exception as error:  # report any unreadable file and go on with the rest
             failures.append((str(path), str(error)))
             tqdm.write(f"failed: {path}: {error}")
-    if args.stats:
-        predictor.write_stats()
     print(f"predict: {done} done, {len(failures)} failed, outputs in {out}")
     for item, reason in failures:
         print(f"  failed: {item}: {reason}")

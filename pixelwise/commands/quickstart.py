@@ -21,6 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pixelwise.fileio import check_output_dir
     from pixelwise.train.config import apply_overrides, config_from_dict
     from pixelwise.train.evaluate import evaluate_checkpoint, format_table
     from pixelwise.train.recipes import QUICKSTART
@@ -28,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     config = config_from_dict(apply_overrides(QUICKSTART, args.overrides), "quickstart recipe")
-    run_dir = args.out or default_run_dir("quickstart")
+    run_dir = check_output_dir(args.out or default_run_dir("quickstart"), "--out")
     print(f"training {config.model.name} on synthetic shapes for {config.train.steps} steps into {run_dir}")
     train(config, run_dir)
     scores, class_names = evaluate_checkpoint(run_dir, batch_size=config.eval.batch_size)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from pixelwise.commands import port_number, positive_float, positive_int
 from pixelwise.infer.options import MODES, PRECISIONS
 
 
@@ -11,14 +12,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("serve", help="serve a saved model over HTTP, with a web page")
     parser.add_argument("--checkpoint", required=True, metavar="RUN_DIR", help="saved model directory")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=port_number, default=8000)
     parser.add_argument("--mode", choices=MODES, default=MODES[0])
     parser.add_argument("--precision", choices=PRECISIONS, default=PRECISIONS[0])
     parser.add_argument("--fast", action="store_true", help="fold BatchNorm and use channels-last")
-    parser.add_argument("--max-pixels", type=int, default=40_000_000, help="largest image accepted, in pixels")
-    parser.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body, in MiB")
-    parser.add_argument("--max-concurrent", type=int, default=2, help="inferences running at once")
-    parser.add_argument("--max-queue", type=int, default=64, help="requests waiting; beyond, 503")
+    parser.add_argument("--max-pixels", type=positive_int, default=40_000_000, help="largest image accepted, in pixels")
+    parser.add_argument("--max-body-mb", type=positive_float, default=32.0, help="largest request body, in MiB")
+    parser.add_argument("--max-concurrent", type=positive_int, default=2, help="inferences running at once")
+    parser.add_argument("--max-queue", type=positive_int, default=64, help="requests waiting; beyond, 503")
     parser.set_defaults(func=run)
 
 

@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
 
 def train_and_report(args: argparse.Namespace, config: Config) -> int:
     from pixelwise.checkpoint import read_card
+    from pixelwise.fileio import check_output_dir
     from pixelwise.train import distributed
     from pixelwise.train.evaluate import format_table
     from pixelwise.train.trainer import CONFIG_YAML, default_run_dir, train
@@ -55,7 +56,7 @@ def train_and_report(args: argparse.Namespace, config: Config) -> int:
     if args.resume is not None:
         run_dir = args.resume
     else:
-        run_dir = args.out or default_run_dir(config.name)
+        run_dir = check_output_dir(args.out or default_run_dir(config.name), "--out")
         # Checked before any process trains; the other ranks would see rank 0's own config.yaml.
         if main and (run_dir / CONFIG_YAML).exists():
             raise ValueError(f"{run_dir} already holds a run; pick another --out or --resume it")

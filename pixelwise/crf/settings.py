@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from pixelwise.options import check_fields
+
 
 @dataclass(frozen=True)
 class CRFSettings:
@@ -26,6 +28,14 @@ class CRFSettings:
     bilateral_sxy: float = 80.0
     bilateral_srgb: float = 13.0
     bilateral_compat: float = 10.0
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.iterations < 0:
+            raise ValueError(f"crf iterations must be >= 0, got {self.iterations}")
+        for name in ("gaussian_sxy", "bilateral_sxy", "bilateral_srgb"):
+            if not getattr(self, name) > 0:  # also refuses NaN
+                raise ValueError(f"crf {name} must be positive, got {getattr(self, name)}")
 
     def as_keywords(self) -> dict[str, Any]:
         """The settings as ``dense_crf`` keyword arguments."""

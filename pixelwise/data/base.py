@@ -1,12 +1,14 @@
 """What every data set shares: the item contract, file reading, label mapping and the errors bad data raises.
 
-An item is ``(image, mask)``: a ``tv_tensors.Image`` uint8 (C, H, W) and a ``tv_tensors.Mask`` int64
-(H, W) whose labels are in [0, num_classes) or ``IGNORE_INDEX`` (each format's own "void" value is mapped to
-it). With a ``transform`` the item is ``transform(image, mask)``.
+An item is ``(image, mask)``: a ``tv_tensors.Image`` (C, H, W), uint8 for 8-bit files and float32 in
+[0, 1] for 16-bit ones (read at their true depth: ``read_pixels``), and a ``tv_tensors.Mask`` int64 (H, W)
+whose labels are in [0, num_classes) or ``IGNORE_INDEX`` (each format's own "void" value is mapped to it).
+With a ``transform`` the item is ``transform(image, mask)``.
 """
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -119,13 +121,18 @@ class FilePairDataset(SegmentationDataset):
         return labels
 
     def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
+        pixels, labels = self.load_arrays(index)
+        return image_tensor(pixels), tv_tensors.Mask(torch.from_numpy(labels))
+
+    def load_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(pixels (H, W, in_channels) at the file's bit depth, labels (H, W) int64), checked."""
         image_path, mask_path = self.files[index]
-        image = read_image(image_path, self.in_channels)
+        pixels = to_channels(read_pixels(image_path), self.in_channels)
         labels = self.map_labels(self.read_raw_mask(mask_path), mask_path)
-        if labels.shape != tuple(image.shape[-2:]):
+        if labels.shape != pixels.shape[:2]:
             raise DataError(mask_path, f"mask size {labels.shape[1]}x{labels.shape[0]} (WxH) differs from image "
-                            f"{image_path.name} size {image.shape[2]}x{image.shape[1]}", "size_mismatch")
-        return image, tv_tensors.Mask(torch.from_numpy(labels))
+                            f"{image_path.name} size {pixels.shape[1]}x{pixels.shape[0]}", "size_mismatch")
+        return pixels, labels
 
 
 def open_image(path: Path, role: str) -> PILImage.Image:
@@ -135,17 +142,119 @@ def open_image(path: Path, role: str) -> PILImage.Image:
     try:
         image = PILImage.open(path)
         image.load()  # decode now, so a truncated file fails here and not deep inside a transform
+    except PILImage.DecompressionBombError as error:  # a header claiming more pixels than PIL will decode
+        raise DataError(path, f"{role} is too large to decode: {error}", "unreadable") from error
     except (OSError, SyntaxError, ValueError) as error:
         raise DataError(path, f"cannot read {role}: {error}", "unreadable") from error
     return image
 
 
-def read_image(path: Path, channels: int) -> tv_tensors.Image:
-    """A (channels, H, W) uint8 image; ``channels`` is 3 (RGB) or 1 (grayscale)."""
-    with open_image(path, "image") as image:
-        array = np.asarray(image.convert("RGB" if channels == 3 else "L"))
-    tensor = torch.from_numpy(array.copy())
-    return tv_tensors.Image(tensor.permute(2, 0, 1) if tensor.ndim == 3 else tensor.unsqueeze(0))
+def image_tensor(pixels: np.ndarray) -> tv_tensors.Image:
+    """(H, W, C) pixels -> a (C, H, W) Image: uint8 stays uint8 (the fast path of every transform), deeper
+    images become float32 in [0, 1] by their true depth."""
+    array = pixels if pixels.dtype == np.uint8 else to_unit_float(pixels)
+    if not array.flags.writeable:  # PIL's arrays are read-only views; torch wants memory it may write
+        array = array.copy()
+    return tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1))
+
+
+# ITU-R 601 luma weights, the ones PIL's convert("L") uses, so a gray model sees what PIL would give it.
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def to_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
+    """(H, W, 3) or (H, W) -> (H, W, channels) of the same dtype: gray is repeated, RGB reduced to luma
+    (rounded for integer images)."""
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    if pixels.shape[2] == channels:
+        return pixels
+    if channels == 3:
+        return np.repeat(pixels, 3, axis=2)
+    if channels == 1:
+        luma = pixels.astype(np.float32) @ LUMA
+        if np.issubdtype(pixels.dtype, np.integer):
+            luma += 0.5
+        return luma.astype(pixels.dtype)[..., None]
+    raise ValueError(f"cannot turn a {pixels.shape[2]}-channel image into {channels} channels")
+
+
+def to_unit_float(pixels: np.ndarray) -> np.ndarray:
+    """Pixels as float32 in [0, 1] by their bit depth: uint8 / 255, uint16 / 65535, floats clipped."""
+    if pixels.dtype == np.uint8:
+        return pixels.astype(np.float32) / 255.0
+    if pixels.dtype == np.uint16:
+        return pixels.astype(np.float32) / 65535.0
+    return np.clip(pixels.astype(np.float32), 0.0, 1.0)
+
+
+def bit_depth(pixels: np.ndarray) -> int:
+    """Bits per channel of an array ``read_pixels`` returns (32 for floats)."""
+    return {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16}.get(pixels.dtype, 32)
+
+
+def read_pixels(source: str | os.PathLike | bytes, role: str = "image") -> np.ndarray:
+    """An image file's (or encoded bytes') pixels at their true bit depth: (H, W) or (H, W, 3), uint8 or
+    uint16 (float32 for floating-point TIFFs). Alpha is dropped, palette images become RGB.
+
+    Pillow reads 8-bit images and 16-bit grayscale (mode I;16) at full depth, but reduces 16-bit RGB to 8 bits;
+    those are read by pypng (PNG) or tifffile (TIFF) instead. Raises DataError naming a file that cannot be read.
+    """
+    if isinstance(source, bytes):
+        with PILImage.open(io.BytesIO(source)) as image:
+            image.load()
+            return pixels_of(image, source)
+    with open_image(Path(source), role) as image:
+        try:
+            return pixels_of(image, Path(source))
+        except Exception as error:  # pypng, tifffile and numpy raise many types for damaged 16-bit files
+            raise DataError(source, f"cannot read {role}: {error}", "unreadable") from error
+
+
+def pixels_of(image: PILImage.Image, source: Path | bytes | None = None) -> np.ndarray:
+    """The pixels of an opened image at their true depth (see ``read_pixels``); ``source`` is the file or
+    bytes it came from, needed only for 16-bit RGB, which Pillow cannot give at full depth."""
+    if image.mode.startswith("I;16"):
+        return np.asarray(image).astype(np.uint16)
+    if image.mode == "I":  # 32-bit integers: what some 16-bit files decode to
+        array = np.asarray(image)
+        if array.size and (array.min() < 0 or array.max() > 65535):
+            raise ValueError(f"32-bit integer image with values {array.min()}..{array.max()} outside 0..65535")
+        return array.astype(np.uint16)
+    if image.mode == "F":
+        return np.asarray(image, dtype=np.float32)
+    if source is not None and image.mode in ("RGB", "RGBA") and sixteen_bits_per_channel(image, source):
+        return read_rgb16(image.format, source)
+    return np.asarray(image.convert("L" if image.mode in ("L", "1") else "RGB"))
+
+
+def sixteen_bits_per_channel(image: PILImage.Image, source: Path | bytes) -> bool:
+    if image.format == "PNG":
+        if isinstance(source, bytes):
+            header = source[:26]
+        else:
+            with open(source, "rb") as handle:
+                header = handle.read(26)
+        return len(header) == 26 and header[24] == 16  # IHDR bit depth
+    if image.format == "TIFF":
+        bits = image.tag_v2.get(258)  # BitsPerSample
+        return bits is not None and max(bits if isinstance(bits, tuple) else (bits,)) == 16
+    return False
+
+
+def read_rgb16(format: str, source: Path | bytes) -> np.ndarray:
+    """(H, W, 3) uint16 pixels of a 16-bit RGB(A) PNG (pypng) or TIFF (tifffile)."""
+    if format == "PNG":
+        import png
+
+        reader = png.Reader(bytes=source) if isinstance(source, bytes) else png.Reader(filename=str(source))
+        width, height, rows, info = reader.asDirect()
+        array = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows])
+        return array.reshape(height, width, info["planes"])[..., :3]
+    import tifffile
+
+    array = tifffile.imread(io.BytesIO(source) if isinstance(source, bytes) else source)
+    return np.asarray(array, dtype=np.uint16)[..., :3]
 
 
 def voc_palette(num_colors: int) -> list[list[int]]:

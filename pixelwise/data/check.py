@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from pixelwise.data.base import DataError, FilePairDataset
+from pixelwise.data.base import DataError, FilePairDataset, bit_depth
 from pixelwise.data.registry import DATASETS, build_dataset
 from pixelwise.data.statistics import class_pixel_counts
 
@@ -28,6 +28,8 @@ class CheckReport:
     image_class_counts: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 0, dtype=torch.int64))
     ignore_pixels: int = 0
     image_sizes: Counter = field(default_factory=Counter)  # (height, width) -> number of images
+    bit_depths: Counter = field(default_factory=Counter)  # bits per channel -> number of images
+    value_range: tuple[float, float] | None = None  # darkest and brightest pixel value over the split
 
     @property
     def ok(self) -> bool:
@@ -64,13 +66,20 @@ def check_dataset(name: str, root: str | os.PathLike | None, split: str, **optio
     counts = []
     for index in range(len(dataset)):
         try:
-            image, mask = dataset.load(index)
+            # File data sets give their pixels at the file's bit depth; generated ones are 8-bit.
+            pixels, mask = dataset.load_arrays(index) if isinstance(dataset, FilePairDataset) else \
+                [item.permute(1, 2, 0).numpy() if item.ndim == 3 else item.numpy() for item in dataset.load(index)]
         except DataError as error:
             report.problems.append(error)
             continue
+        mask = torch.as_tensor(mask)
         counts.append(class_pixel_counts(mask, dataset.num_classes))
         report.ignore_pixels += int((mask == dataset.ignore_index).sum())
-        report.image_sizes[tuple(image.shape[-2:])] += 1
+        report.image_sizes[tuple(pixels.shape[:2])] += 1
+        report.bit_depths[bit_depth(pixels)] += 1
+        low, high = float(pixels.min()), float(pixels.max())
+        report.value_range = (low, high) if report.value_range is None else (
+            min(low, report.value_range[0]), max(high, report.value_range[1]))
     report.image_class_counts = torch.stack(counts) if counts else torch.zeros(0, dataset.num_classes,
                                                                                  dtype=torch.int64)
     return report
@@ -100,4 +109,10 @@ def format_report(report: CheckReport) -> str:
         lines.append("image sizes (H x W):")
         for (height, width), count in report.image_sizes.most_common():
             lines.append(f"  {height} x {width}: {count}")
+    if report.bit_depths:
+        depths = ", ".join(f"{bits}-bit: {count}" for bits, count in sorted(report.bit_depths.items()))
+        low, high = report.value_range
+        lines.append(f"bit depth: {depths}; pixel values {low:g}..{high:g}")
+        if 16 in report.bit_depths and high <= 4095:
+            lines.append("  16-bit images that use at most 12 bits: consider data.intensity: percentile (or minmax)")
     return "\n".join(lines)

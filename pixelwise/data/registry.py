@@ -15,6 +15,7 @@ from pixelwise.data.folder import FolderDataset
 from pixelwise.data.isbi2012 import ISBI2012
 from pixelwise.data.synthetic import SyntheticShapes
 from pixelwise.data.voc import SBDSegmentation, VOCSegmentation
+from pixelwise.options import check_options
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,6 +38,7 @@ def build_dataset(name: str, root: str | os.PathLike | None, split: str, transfo
     if name not in DATASETS:
         raise KeyError(f"unknown data set {name!r}; known: {', '.join(sorted(DATASETS))}")
     loader = DATASETS[name]
+    options = check_options(f"data set {name!r}", loader, options, exclude=("root", "split", "transform"))
     if loader is SyntheticShapes:
         if root is not None:
             raise ValueError("the synthetic data set is generated and takes no root")

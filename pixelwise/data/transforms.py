@@ -22,9 +22,19 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+# Per-image intensity normalisation before the mean/std step (``Normalization.intensity``).
+INTENSITY_MODES = ("none", "minmax", "percentile")
+PERCENTILES = (0.01, 0.99)  # "percentile" maps the 1st..99th percentile of each image to 0..1
+
+
 @dataclass(frozen=True)
 class Normalization:
-    """Per-channel ``(pixel - mean) / std`` on [0, 1] pixels: what a model expects its input to look like.
+    """What a model expects its input to look like: per-image intensity stretch, then ``(x - mean) / std``.
+
+    Pixels are first taken to [0, 1] by their bit depth (uint8 / 255; 16-bit files arrive as float). Then
+    ``intensity`` "minmax" maps each image's darkest..brightest value to 0..1 and "percentile" its 1st..99th
+    percentile, clipped (microscopes and 12-bit sensors rarely use the whole 16-bit range); "none" keeps the
+    file's own scale. Last, per channel, ``(x - mean) / std``.
 
     The one place that normalises, undoes it (the CRF compares colours in 0..255), and serves grayscale
     images with three-channel statistics: ``for_channels(1)`` averages them, so one set of statistics
@@ -33,6 +43,7 @@ class Normalization:
 
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
+    intensity: str = "none"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
@@ -41,31 +52,50 @@ class Normalization:
             raise ValueError(f"normalisation mean {self.mean} and std {self.std} must have the same, non-zero length")
         if not all(s > 0 for s in self.std):
             raise ValueError(f"normalisation std must be positive, got {self.std}")
+        if self.intensity not in INTENSITY_MODES:
+            raise ValueError(f"intensity must be one of {', '.join(INTENSITY_MODES)}, got {self.intensity!r}")
 
     def for_channels(self, channels: int) -> Normalization:
         """These statistics for a ``channels``-channel image (grey: the channel averages)."""
         if len(self.mean) == channels:
             return self
         if channels == 1:
-            return Normalization((sum(self.mean) / len(self.mean),), (sum(self.std) / len(self.std),))
+            return Normalization((sum(self.mean) / len(self.mean),), (sum(self.std) / len(self.std),), self.intensity)
         raise ValueError(f"normalisation has {len(self.mean)} channels but the image has {channels}")
 
     def _view(self, values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
         return torch.tensor(values, dtype=like.dtype, device=like.device).view(-1, 1, 1)
 
-    def normalize_uint8(self, images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """uint8 (..., C, H, W) -> normalised float (..., C, H, W), in one multiply-subtract pass."""
+    def stretch_(self, images: torch.Tensor) -> torch.Tensor:
+        """Float (..., C, H, W) in [0, 1], each image stretched in place by ``intensity``."""
+        if self.intensity == "none":
+            return images
+        flat = images.flatten(-3)
+        if self.intensity == "minmax":
+            low, high = flat.amin(-1), flat.amax(-1)
+        else:  # kthvalue, not quantile: quantile refuses tensors over 16M values
+            count = flat.shape[-1]
+            low, high = (flat.kthvalue(max(1, round(q * count)), dim=-1).values for q in PERCENTILES)
+        low, high = low[..., None, None, None], high[..., None, None, None]
+        return images.sub_(low).div_((high - low).clamp_min(1e-6)).clamp_(0.0, 1.0)
+
+    def normalize(self, images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """uint8, or float in [0, 1], (..., C, H, W) -> what the model takes: stretched, then (x - mean) / std."""
         norm = self.for_channels(images.shape[-3])
-        out = images.to(dtype)
-        scale = self._view([1.0 / (255.0 * s) for s in norm.std], out)
-        shift = self._view([m / s for m, s in zip(norm.mean, norm.std, strict=True)], out)
-        return out.mul_(scale).sub_(shift)
+        out = images.to(dtype)  # a copy: the in-place steps below never touch the caller's tensor
+        if out.data_ptr() == images.data_ptr():
+            out = out.clone()
+        if images.dtype == torch.uint8:
+            out.div_(255.0)
+        norm.stretch_(out)
+        return out.sub_(self._view(norm.mean, out)).div_(self._view(norm.std, out))
 
     def to_uint8(self, normalized: torch.Tensor) -> torch.Tensor:
-        """Normalised float (..., C, H, W) -> the uint8 pixels it came from (rounded, clipped to 0..255)."""
+        """Normalised float (..., C, H, W) -> the (stretched) uint8 pixels it came from, rounded and clipped."""
         norm = self.for_channels(normalized.shape[-3])
         pixels = normalized * self._view(norm.std, normalized) + self._view(norm.mean, normalized)
         return pixels.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
+
 
 # ElasticTransform (alpha, sigma) in pixels used when ``elastic=True``: smooth, cell-sized deformations
 # in the spirit of the U-Net paper's augmentation for the ISBI 2012 membranes.
@@ -142,20 +172,20 @@ class JointTransform:
     and 1-channel data sets alike.
     """
 
-    def __init__(self, geometry: Sequence[v2.Transform], mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(self, geometry: Sequence[v2.Transform], mean: Sequence[float], std: Sequence[float],
+                 intensity: str = "none") -> None:
         steps = list(geometry) + [
             v2.ToDtype({tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.int64, "others": None}, scale=True)
         ]
         self.pipeline = v2.Compose(steps)
-        self.normalization = Normalization(tuple(mean), tuple(std))
+        self.normalization = Normalization(tuple(mean), tuple(std), intensity)
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         image = image if isinstance(image, tv_tensors.Image) else tv_tensors.Image(image)
         mask = mask if isinstance(mask, tv_tensors.Mask) else tv_tensors.Mask(torch.as_tensor(mask))
-        image, mask = self.pipeline(image, mask)
-        norm = self.normalization.for_channels(image.shape[-3])
-        image = v2.functional.normalize(image, list(norm.mean), list(norm.std))
-        return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
+        image, mask = self.pipeline(image, mask)  # float32 in [0, 1]
+        image = self.normalization.normalize(image.as_subclass(torch.Tensor))
+        return image, mask.as_subclass(torch.Tensor)
 
     def __repr__(self) -> str:
         return f"JointTransform({self.pipeline}, {self.normalization})"
@@ -177,6 +207,7 @@ def build_transforms(
     noise: float | None = None,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    intensity: str = "none",
     ignore_index: int = IGNORE_INDEX,
 ) -> JointTransform:
     """The standard segmentation augmentation, or (``train=False``) only dtype conversion + normalisation.
@@ -192,7 +223,7 @@ def build_transforms(
     noise stand in for the focus and the dose that vary from one microscope image to the next.
     """
     if not train:
-        return JointTransform([], mean, std)
+        return JointTransform([], mean, std, intensity)
     fill = {tv_tensors.Image: 0, tv_tensors.Mask: ignore_index}
     geometry: list[v2.Transform] = []
     if scale_range is not None and tuple(scale_range) != (1.0, 1.0):
@@ -223,4 +254,4 @@ def build_transforms(
         geometry.append(v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, blur))], p=0.5))
     if noise:
         geometry.append(v2.GaussianNoise(sigma=noise))  # on uint8 images sigma is in the same 0-1 units, clipped
-    return JointTransform(geometry, mean, std)
+    return JointTransform(geometry, mean, std, intensity)

@@ -1,5 +1,10 @@
 """Export a model to ONNX or TorchScript with dynamic batch, height and width.
 
+The exported file carries what a client needs beside the weights (``card_metadata``): the class names,
+palette and input normalisation, and the whole run card as JSON. In ONNX they are the model's
+``metadata_props`` (onnxruntime: ``session.get_modelmeta().custom_metadata_map``); in TorchScript the extra
+file ``pixelwise_card.json`` (``torch.jit.load(path, _extra_files={"pixelwise_card.json": ""})``).
+
 Both exporters trace one forward pass. Python arithmetic on sizes (``math.ceil(h / 4)``) is frozen
 into the trace as a constant, which would silently give wrong results at other sizes, so every export
 is checked: the exported program is run at a second, different size and compared with the model.
@@ -8,6 +13,7 @@ is checked: the exported program is run at a second, different size and compared
 from __future__ import annotations
 
 import io
+import json
 import os
 import warnings
 from collections.abc import Callable
@@ -55,7 +61,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike | None = None, *, chec
             )
     except Exception as error:  # the exporter raises many types; all mean "this model does not export"
         raise ExportError(f"ONNX export of {model.card.name!r} failed: {error}") from error
-    program = buffer.getvalue()
+    program = with_metadata(buffer.getvalue(), card_metadata(model))
     if check:
         session = onnx_session(program)
         check_export(model, lambda x: torch.from_numpy(session.run(None, {"image": as_numpy(x)})[0]), check_size)
@@ -80,8 +86,36 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike | None = None, 
         check_export(model, traced, check_size)
     if path is not None:
         with atomic_write(path) as handle:
-            torch.jit.save(traced, handle)
+            torch.jit.save(traced, handle, _extra_files={CARD_FILE: card_metadata(model)[CARD_KEY]})
     return traced
+
+
+CARD_KEY, CARD_FILE = "pixelwise_card", "pixelwise_card.json"
+
+
+def card_metadata(model: nn.Module) -> dict[str, str]:
+    """Strings to store beside an exported program: class names, palette, the input's normalisation (JSON
+    lists, for ``pixel / 255 - mean) / std`` per input channel) and the whole run card."""
+    card = model.card
+    normalization = card.input_normalization
+    return {
+        "class_names": json.dumps(card.classes),
+        "palette": json.dumps(card.colours[: card.num_classes]),
+        "mean": json.dumps(list(normalization.mean)),
+        "std": json.dumps(list(normalization.std)),
+        CARD_KEY: json.dumps(card.to_dict()),
+    }
+
+
+def with_metadata(program: bytes, metadata: dict[str, str]) -> bytes:
+    """An ONNX program with ``metadata`` added to its ``metadata_props``."""
+    import onnx
+
+    proto = onnx.load_from_string(program)
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    return proto.SerializeToString()
 
 
 def check_export(model: nn.Module, exported: Callable[[torch.Tensor], torch.Tensor], size: tuple[int, int]) -> None:

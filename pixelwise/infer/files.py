@@ -1,19 +1,23 @@
 """Segmenting files: images, folders, globs and videos in, masks, overlays and class areas out.
 
 The engine of ``pixelwise predict``, usable from Python: ``expand_inputs`` turns what a user names into
-files, ``unique_stem`` names each output after its input, and ``FilePredictor`` writes what is asked for.
+files, ``output_stems`` names each input's outputs so that the source is never ambiguous, and
+``FilePredictor`` writes what is asked for.
 """
 
 from __future__ import annotations
 
 import csv
 import glob
+import io
+import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from pixelwise.fileio import atomic_write
-from pixelwise.infer.inputs import to_channels, to_uint8
+from pixelwise.infer.inputs import to_channels, to_pixels, to_uint8
 from pixelwise.infer.segmenter import Segmenter
 from pixelwise.infer.writers import class_areas, mask_image, overlay, save_png, with_legend, write_video
 
@@ -22,9 +26,13 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 
 
 def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """(files to process, [(input, why it gave nothing)]): folders give their images, globs their matches."""
+    """(files to process, [(input, why it gave nothing)]): folders give their images, globs their matches.
+
+    A file named twice (directly, through a folder or a glob) is processed once.
+    """
     files: list[Path] = []
     problems: list[tuple[str, str]] = []
+    seen: set[Path] = set()
     for item in inputs:
         path = Path(item)
         if path.is_dir():
@@ -37,39 +45,62 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]
                 problems.append((item, "pattern matches no files"))
         else:
             found = [path]  # a missing file fails when read, and is reported there
-        files.extend(found)
+        for file in found:
+            if file.absolute() not in seen:
+                seen.add(file.absolute())
+                files.append(file)
     return files, problems
 
 
-def unique_stem(path: Path, used: set[str]) -> str:
-    """The file's stem, with a numeric suffix when another input already took it."""
-    stem, counter = path.stem, 1
-    while stem in used:
-        stem, counter = f"{path.stem}_{counter}", counter + 1
-    used.add(stem)
-    return stem
+def output_stems(files: list[Path]) -> dict[Path, str]:
+    """The name each input's outputs are written under, unambiguous whatever the order of the inputs.
+
+    An input's stem (``street`` for ``street.png``) when no other input shares it; else its whole file name
+    (``a.jpg`` and ``a.png`` write ``a.jpg.png`` and ``a.png.png``); and past that the folders above it, joined
+    by ``__`` (``left__a.png``, ``right__a.png``).
+    """
+    levels = dict.fromkeys(files, 0)
+
+    def name(path: Path, level: int) -> str:
+        return path.stem if level == 0 else "__".join(path.absolute().parts[-level:]).lstrip("/")
+
+    while True:
+        names = {path: name(path, levels[path]) for path in files}
+        counts = Counter(names.values())
+        clashing = [path for path in files if counts[names[path]] > 1 and levels[path] < len(path.absolute().parts)]
+        if not clashing:
+            return names
+        for path in clashing:
+            levels[path] += 1
 
 
 class FilePredictor:
     """Runs a Segmenter on one file at a time and writes its mask (``<stem>.png``), and on request its
     overlay with a legend (``<stem>_overlay.png``, ``<stem>_overlay.mp4`` for a video) and its class areas
-    (rows of ``stats.csv``, written by ``write_stats``)."""
+    (``stats.csv``, a row per image or video frame, appended as each file is done: a killed run keeps the
+    rows of every file it finished)."""
 
     def __init__(self, segmenter: Segmenter, out: Path, overlay: bool = False, opacity: float = 0.5,
                  stats: bool = False) -> None:
         self.segmenter, self.out = segmenter, out
-        self.overlays, self.opacity, self.stats = overlay, opacity, stats
-        self.rows: list[list[object]] = []
+        self.overlays, self.opacity = overlay, opacity
+        self.stats_path = out / "stats.csv" if stats else None
+        self.rows: list[list[object]] = []  # the current file's rows, appended to stats.csv when it is done
+        if self.stats_path is not None:
+            with atomic_write(self.stats_path, "w") as handle:
+                csv.writer(handle).writerow(["file", "width", "height", *segmenter.class_names])
 
     def file(self, path: Path, stem: str) -> None:
         """Segment an image or a video file; outputs are named from ``stem``."""
+        self.rows.clear()
         if path.suffix.lower() in VIDEO_SUFFIXES:
             self.video(path, stem)
         else:
             self.image(path, stem)
+        self.append_stats()
 
     def image(self, path: Path, stem: str) -> None:
-        pixels = to_uint8(path)
+        pixels = to_pixels(path)  # at the file's bit depth: 16-bit images keep their 16 bits
         labels = self.segmenter.predict(pixels)
         save_png(mask_image(labels, self.segmenter.palette), self.out / f"{stem}.png")
         if self.overlays:
@@ -93,17 +124,23 @@ class FilePredictor:
             reader.close()
 
     def overlay_image(self, pixels: np.ndarray, labels: np.ndarray):
-        rgb = to_channels(pixels, 3)
+        rgb = to_channels(to_uint8(pixels), 3)
         blended = overlay(rgb, labels, self.segmenter.palette, self.opacity)
         return with_legend(blended, self.segmenter.class_names, self.segmenter.palette, labels)
 
     def record(self, name: str, labels: np.ndarray) -> None:
-        if self.stats:
+        if self.stats_path is not None:
             height, width = labels.shape
             self.rows.append([name, width, height, *class_areas(labels, self.segmenter.num_classes).tolist()])
 
-    def write_stats(self) -> None:
-        with atomic_write(self.out / "stats.csv", "w") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["file", "width", "height", *self.segmenter.class_names])
-            writer.writerows(self.rows)
+    def append_stats(self) -> None:
+        """Append the finished file's rows to stats.csv in one write, so a kill never leaves half a row."""
+        if self.stats_path is None or not self.rows:
+            return
+        text = io.StringIO()
+        csv.writer(text).writerows(self.rows)
+        descriptor = os.open(self.stats_path, os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(descriptor, text.getvalue().encode())
+        finally:
+            os.close(descriptor)

@@ -1,7 +1,9 @@
 """Turning what a user hands the Segmenter (a path, a PIL image, an array, a tensor) into pixels.
 
-Every input becomes an RGB or grayscale uint8 array (H, W, 3) or (H, W): the one form that the CRF,
-the overlay writers and normalisation (``pixelwise.data.transforms.Normalization``) all start from.
+Every input becomes an array (H, W, 3) or (H, W) at its true bit depth (``to_pixels``): uint8 for 8-bit
+images, uint16 for 16-bit ones (PNG and TIFF, grayscale or RGB), float32 in [0, 1] for float arrays and
+tensors. The model's normalisation (``pixelwise.data.transforms.Normalization``) takes them from there;
+``to_uint8`` gives the 8-bit view that overlays show.
 """
 
 from __future__ import annotations
@@ -14,32 +16,30 @@ import numpy as np
 import torch
 from PIL import Image as PILImage
 
-from pixelwise.data.base import open_image
+from pixelwise.data.base import pixels_of, read_pixels, to_channels, to_unit_float
 from pixelwise.data.transforms import Normalization
 
-ImageLike = str | os.PathLike | PILImage.Image | np.ndarray | torch.Tensor
+ImageLike = str | os.PathLike | bytes | PILImage.Image | np.ndarray | torch.Tensor
 
-# ITU-R 601 luma weights, the ones PIL's convert("L") uses, so a gray model sees what PIL would give it.
-LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+__all__ = ["ImageLike", "normalize_batch", "to_channels", "to_pixels", "to_uint8"]
 
 
-def to_uint8(image: ImageLike) -> np.ndarray:
-    """An image as a uint8 array (H, W, 3) or (H, W).
+def to_pixels(image: ImageLike) -> np.ndarray:
+    """An image as an array (H, W, 3) or (H, W) at its true bit depth: uint8, uint16 or float32 in [0, 1].
 
-    Paths and PIL images are decoded (RGB, or L when grayscale). Arrays are (H, W, 3) or (H, W), uint8
-    or float in [0, 1]; tensors are (3, H, W), (1, H, W) or (H, W), uint8 or float in [0, 1]
-    (torchvision's convention).
+    Paths and encoded bytes are decoded (RGB, or L when grayscale; 16-bit files at 16 bits). Arrays are
+    (H, W, 3), (H, W, 4) (alpha dropped) or (H, W): uint8, uint16, or float in [0, 1]; tensors are (3, H, W),
+    (1, H, W) or (H, W) of the same types (torchvision's convention).
     """
-    if isinstance(image, str | os.PathLike):
-        with open_image(Path(image), "image") as opened:
-            return to_uint8(opened)
+    if isinstance(image, str | os.PathLike | bytes):
+        return read_pixels(image if isinstance(image, bytes) else Path(image))
     if isinstance(image, PILImage.Image):
-        return np.asarray(image.convert("L" if image.mode in ("L", "I", "I;16", "F") else "RGB"))
+        return pixels_of(image)
     if isinstance(image, torch.Tensor):
         tensor = image.detach().cpu()
         if tensor.ndim == 3 and tensor.shape[0] in (1, 3):
             tensor = tensor.permute(1, 2, 0) if tensor.shape[0] == 3 else tensor[0]
-        return to_uint8(tensor.numpy())
+        return to_pixels(tensor.numpy())
     if isinstance(image, np.ndarray):
         if image.ndim == 3 and image.shape[2] == 4:
             image = image[..., :3]  # drop alpha
@@ -47,30 +47,30 @@ def to_uint8(image: ImageLike) -> np.ndarray:
             image = image[..., 0]
         if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
             raise ValueError(f"an image array must be (H, W, 3) or (H, W), got shape {image.shape}")
-        if image.dtype == np.uint8:
+        if image.dtype in (np.uint8, np.uint16):
             return image
         if np.issubdtype(image.dtype, np.floating) or image.dtype == np.bool_:
-            return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-        raise ValueError(f"an image array must be uint8 or float in [0, 1], got dtype {image.dtype}")
+            return np.clip(image.astype(np.float32), 0.0, 1.0)
+        raise ValueError(f"an image array must be uint8, uint16 or float in [0, 1], got dtype {image.dtype}")
     raise TypeError(f"cannot read an image from a {type(image).__name__}")
 
 
-def to_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
-    """uint8 (H, W, 3) or (H, W) -> uint8 (H, W, channels): gray is repeated, RGB is reduced to luma."""
-    if pixels.ndim == 2:
-        pixels = pixels[..., None]
-    if pixels.shape[2] == channels:
+def to_uint8(image: ImageLike) -> np.ndarray:
+    """An image as uint8 (H, W, 3) or (H, W), 16-bit and float images scaled to 8 bits: what overlays show."""
+    pixels = to_pixels(image)
+    if pixels.dtype == np.uint8:
         return pixels
-    if channels == 3:
-        return np.repeat(pixels, 3, axis=2)
-    if channels == 1:
-        return (pixels.astype(np.float32) @ LUMA + 0.5).astype(np.uint8)[..., None]
-    raise ValueError(f"cannot turn a {pixels.shape[2]}-channel image into {channels} channels")
+    return (to_unit_float(pixels) * 255.0 + 0.5).astype(np.uint8)
 
 
 def normalize_batch(
     images: Sequence[np.ndarray], mean: Sequence[float], std: Sequence[float], dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
-    """Same-size uint8 (H, W, C) arrays -> a normalised (N, C, H, W) tensor: (pixel / 255 - mean) / std."""
-    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
-    return Normalization(tuple(mean), tuple(std)).normalize_uint8(batch, dtype)
+    """Same-size (H, W, C) pixel arrays -> a normalised (N, C, H, W) tensor: (pixel in [0, 1] - mean) / std."""
+    batch = torch.from_numpy(np.stack([unit_or_uint8(image) for image in images])).permute(0, 3, 1, 2)
+    return Normalization(tuple(mean), tuple(std)).normalize(batch, dtype)
+
+
+def unit_or_uint8(pixels: np.ndarray) -> np.ndarray:
+    """uint8 pixels as they are (the fast path), anything deeper as float32 in [0, 1]."""
+    return pixels if pixels.dtype == np.uint8 else to_unit_float(pixels)

@@ -30,9 +30,10 @@ from pixelwise.card import RunCard
 from pixelwise.checkpoint import load_model
 from pixelwise.crf.dense_crf import refine
 from pixelwise.crf.settings import CRFSettings
+from pixelwise.device import resolve_device
 from pixelwise.infer.export import as_numpy, export_onnx, onnx_session
 from pixelwise.infer.fast import DTYPES, optimize_for_cpu
-from pixelwise.infer.inputs import ImageLike, to_channels, to_uint8
+from pixelwise.infer.inputs import ImageLike, to_channels, to_pixels, unit_or_uint8
 from pixelwise.infer.options import BACKENDS, DEFAULT_TILE, MODES, PRECISIONS, default_stride
 from pixelwise.infer.overlap_tile import overlap_tile_logits
 from pixelwise.infer.sliding import slide_logits
@@ -70,10 +71,17 @@ class Segmenter:
                                        ("backend", backend, BACKENDS)):
             if value not in allowed:
                 raise ValueError(f"{option} must be one of {', '.join(allowed)}; got {value!r}")
-        if backend == "onnxruntime" and (precision != "fp32" or torch.device(device).type != "cpu"):
+        device = resolve_device(device)
+        if backend == "onnxruntime" and (precision != "fp32" or device.type != "cpu"):
             raise ValueError("the onnxruntime backend runs in fp32 on the CPU")
-        if not scales or any(scale <= 0 for scale in scales):
+        if not scales or any(not scale > 0 for scale in scales):
             raise ValueError(f"scales must be positive numbers, got {tuple(scales)}")
+        tile = positive_pair(tile, "tile")
+        stride = positive_pair(stride, "stride") if stride is not None else None
+        if stride is not None and any(step > side for step, side in zip(stride, tile, strict=True)):
+            raise ValueError(f"stride {stride} is larger than the tile {tile}: some pixels would get no window")
+        if type(batch_size) is not int or batch_size < 1:
+            raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
         if isinstance(model_or_run_dir, nn.Module):
             model = model_or_run_dir.eval()
         else:
@@ -132,32 +140,32 @@ class Segmenter:
 
     def _run(self, image: ImageLike | list[ImageLike], labels: bool) -> np.ndarray | list[np.ndarray]:
         images = image if isinstance(image, list) else [image]
-        pixels = [to_uint8(item) for item in images]
+        pixels = [unit_or_uint8(to_channels(to_pixels(item), self.in_channels)) for item in images]
         results: list[np.ndarray | None] = [None] * len(pixels)
-        # Batch images of the same size together, batch_size at a time.
-        by_size: dict[tuple[int, int], list[int]] = {}
+        # Batch images of the same size (and uint8 or float) together, batch_size at a time.
+        by_size: dict[tuple, list[int]] = {}
         for index, item in enumerate(pixels):
-            by_size.setdefault(item.shape[:2], []).append(index)
+            by_size.setdefault((item.shape, item.dtype), []).append(index)
         with torch.inference_mode():
             for indices in by_size.values():
                 for start in range(0, len(indices), self.batch_size):
                     chunk = indices[start : start + self.batch_size]
-                    batch = torch.from_numpy(np.stack([to_channels(pixels[i], self.in_channels) for i in chunk]))
-                    batch = batch.permute(0, 3, 1, 2)  # uint8 (N, C, H, W): what the model sees, unnormalised
-                    scores = self.scores(batch, probabilities=not labels or self.crf is not None)
-                    if self.crf is not None:
-                        scores = refine(scores, batch, self.crf)
+                    # (N, C, H, W), uint8 or float in [0, 1]: what the model sees, before normalisation.
+                    batch = torch.from_numpy(np.stack([pixels[i] for i in chunk])).permute(0, 3, 1, 2)
+                    normalized = self.normalization.normalize(batch)
+                    scores = self.scores(normalized, probabilities=not labels or self.crf is not None)
+                    if self.crf is not None:  # on the pixels as the model saw them, stretched, in 0..255
+                        scores = refine(scores, self.normalization.to_uint8(normalized), self.crf)
                     for i, score in zip(chunk, scores, strict=True):
                         results[i] = score.argmax(0).numpy() if labels else score.numpy()
         return results if isinstance(image, list) else results[0]
 
-    def scores(self, images: torch.Tensor, probabilities: bool = True) -> torch.Tensor:
-        """uint8 images (N, C, H, W) with the model's channels -> (N, K, H, W) class probabilities.
+    def scores(self, batch: torch.Tensor, probabilities: bool = True) -> torch.Tensor:
+        """Normalised images (N, C, H, W) with the model's channels -> (N, K, H, W) class probabilities.
 
         With ``probabilities=False`` and a single view (no multi-scale, no flip) the logits are
         returned instead: their argmax is the same and the softmax pass is saved.
         """
-        batch = self.normalization.normalize_uint8(images)
         if self.scales == (1.0,) and not self.flip:
             logits = self.logits(batch)
             return softmax_(logits) if probabilities else logits
@@ -173,6 +181,14 @@ class Segmenter:
         if self.mode == "slide":
             return slide_logits(self.forward, batch, self.num_classes, self.tile, self.stride)
         return self.forward(batch)
+
+
+def positive_pair(value: Sequence[int], name: str) -> tuple[int, int]:
+    """(rows, columns) of whole numbers >= 1, or a ValueError naming ``name``."""
+    if not isinstance(value, Sequence) or len(value) != 2 or not all(
+            type(side) is int and side >= 1 for side in value):
+        raise ValueError(f"{name} must be two whole numbers >= 1 (rows, columns), got {value!r}")
+    return (value[0], value[1])
 
 
 def crf_settings(crf: bool | CRFSettings | Mapping | None, card: RunCard) -> CRFSettings | None:
@@ -230,9 +246,9 @@ def softmax_(logits: torch.Tensor) -> torch.Tensor:
 class TorchForward:
     """(N, C, h, w) float32 -> (N, K, h', w') float32 logits with a PyTorch model on a device and dtype."""
 
-    def __init__(self, model: nn.Module, device: str | torch.device, dtype: torch.dtype, fast: bool,
+    def __init__(self, model: nn.Module, device: torch.device, dtype: torch.dtype, fast: bool,
                  compile: bool) -> None:
-        self.device, self.dtype = torch.device(device), dtype
+        self.device, self.dtype = device, dtype
         self.memory_format = torch.channels_last if fast else torch.contiguous_format
         if fast:
             side = model.input_size_for(64)  # a small input the model accepts, to trace the data flow

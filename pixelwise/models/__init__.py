@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from pixelwise.card import RunCard
+from pixelwise.card import WEIGHT_SOURCE_OPTIONS, RunCard
 from pixelwise.models.base import SegmentationModel
 from pixelwise.models.deeplab import DeepLabV1, DeepLabV2, DeepLabV3, DeepLabV3Plus
 from pixelwise.models.fcn import FCN
@@ -21,6 +21,7 @@ from pixelwise.models.fcn_resnet import BackboneFCN
 from pixelwise.models.hypercolumn import Hypercolumn
 from pixelwise.models.torchvision_compat import TORCHVISION_WEIGHTS, load_torchvision_weights, torchvision_options
 from pixelwise.models.unet import UNet
+from pixelwise.options import check_options, keyword_parameters
 
 
 @dataclass(frozen=True)
@@ -77,23 +78,14 @@ def list_models() -> list[str]:
 
 def model_options(name: str) -> dict[str, Any]:
     """The options ``create_model(name, ...)`` accepts, with their defaults."""
-    entry = _entry(name)
-    builder = entry.builder
-    fixed = builder.keywords if isinstance(builder, partial) else {}
+    builder = _entry(name).builder
+    names, _ = keyword_parameters(builder)
     target = builder.func if isinstance(builder, partial) else builder
-    options = {
-        key: param.default
-        for key, param in inspect.signature(target).parameters.items()
-        if key not in fixed and key != "num_classes" and param.kind is param.POSITIONAL_OR_KEYWORD
-    }
+    defaults = inspect.signature(target).parameters
+    options = {key: defaults[key].default for key in names if key != "num_classes"}
     if any(model == name for model, _ in TORCHVISION_WEIGHTS):
         options["weights"] = None  # "torchvision": torchvision's published weights and architecture
     return options
-
-
-# Options that only say where the initial weights come from. A saved model's own weights replace
-# them, so they are left out of its card: reloading never downloads anything.
-WEIGHT_SOURCE_OPTIONS = ("pretrained_backbone", "weights")
 
 
 def create_model(name: str, num_classes: int = 21, **options: Any) -> SegmentationModel:
@@ -108,13 +100,14 @@ def create_model(name: str, num_classes: int = 21, **options: Any) -> Segmentati
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     valid = model_options(name)
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for model {name!r}; valid options: {sorted(valid)}")
+    weights = options.pop("weights", None)
+    if weights is not None and "weights" not in valid:
+        raise ValueError(f"model {name!r} has no published weights: weights= applies to "
+                         f"{sorted({model for model, _ in TORCHVISION_WEIGHTS})}")
+    options = check_options(f"model {name!r}", entry.builder, options, exclude=("num_classes",))
     backbone = options.get("backbone", valid.get("backbone"))
     if "backbone" in options and backbone not in entry.backbones:
         raise ValueError(f"model {name!r} takes backbone one of {list(entry.backbones)}, got {backbone!r}")
-    weights = options.pop("weights", None)
     if weights is not None:
         options = with_torchvision_architecture(name, backbone, weights, num_classes, options)
     model = entry.builder(num_classes=num_classes, **options)
@@ -127,10 +120,17 @@ def create_model(name: str, num_classes: int = 21, **options: Any) -> Segmentati
 
 def with_torchvision_architecture(name: str, backbone: str, weights: str, num_classes: int,
                                   options: dict[str, Any]) -> dict[str, Any]:
-    """``options`` plus the head, output stride and rates of torchvision's model; refuses contradictions."""
+    """``options`` plus the head, output stride and rates of torchvision's model.
+
+    The weights are torchvision's network exactly: its head, output stride and rates, and every other
+    option at its default. An explicit option that says otherwise is refused, not silently overridden.
+    """
     architecture = torchvision_options(name, backbone, weights, num_classes)
-    for key, value in architecture.items():
-        given = options.get(key, value)
+    defaults = model_options(name)
+    for key, given in options.items():
+        if key == "backbone":
+            continue
+        value = architecture.get(key, defaults[key])
         if (tuple(given) if isinstance(given, list | tuple) else given) != value:
             raise ValueError(f"weights={weights!r} fixes {key} to {value!r} (torchvision's {name} on {backbone}); "
                              f"drop {key}={given!r} or the weights")

@@ -23,8 +23,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image as PILImage
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from pixelwise.data.base import pixels_of
 from pixelwise.infer.segmenter import Segmenter
 from pixelwise.infer.writers import class_areas, mask_image
 
@@ -66,8 +68,9 @@ def run_length_encode(labels: np.ndarray) -> dict[str, Any]:
             "counts": counts.tolist()}
 
 
-def decode_image(data: bytes, max_pixels: int) -> PILImage.Image:
-    """Bytes -> a fully decoded PIL image, or a ClientError saying what is wrong with them."""
+def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
+    """Bytes -> the image's pixels at their true bit depth (``pixelwise.data.base.pixels_of``), or a
+    ClientError saying what is wrong with them."""
     if not data:
         raise ClientError(400, "empty upload: send an image file")
     try:
@@ -81,9 +84,9 @@ def decode_image(data: bytes, max_pixels: int) -> PILImage.Image:
         raise ClientError(413, f"image has {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
     try:
         image.load()
+        return pixels_of(image, data)
     except (OSError, SyntaxError, ValueError) as error:
         raise ClientError(400, f"image cannot be decoded (truncated or corrupt): {error}") from error
-    return image
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -132,8 +135,9 @@ def create_app(
     slots = InferenceSlots(max_concurrent, max_queue)
     page = resources.files("pixelwise.serve").joinpath("static/index.html").read_text()
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+    # Starlette's own errors (404 for an unknown path, 405 for a wrong method) get the same {"error": ...} body.
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"error": error.detail}, status_code=error.status_code, headers=error.headers)
 
     @app.exception_handler(Exception)
@@ -147,7 +151,10 @@ def create_app(
     @app.get("/v1/model")
     async def model_card() -> dict[str, Any]:
         card = segmenter.card
-        stored = {key: value for key, value in card.to_dict().items() if key not in ("format", "version")}
+        # The card as a client needs it; not the training config or the data's paths on the server's disk.
+        stored = {key: value for key, value in card.to_dict().items()
+                  if key not in ("format", "version", "train_config", "data")}
+        stored["data"] = {"name": card.data.name} if card.data is not None else None
         return {
             "name": card.name,
             "num_classes": segmenter.num_classes,
@@ -172,6 +179,9 @@ def create_app(
         body = await read_body(request, max_body_bytes)
         image = decode_image(await image_bytes(request, body, max_body_bytes), max_pixels)
         async with slots:
+            if await request.is_disconnected():
+                # The client gave up while this request waited: spend the slot on someone who is still there.
+                return Response(status_code=499)
             labels = await run_in_threadpool(segmenter.predict, image)
         if format == "png":
             buffer = io.BytesIO()

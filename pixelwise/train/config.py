@@ -19,7 +19,6 @@ import copy
 import dataclasses
 import difflib
 import os
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +27,9 @@ from typing import Any, Literal
 import yaml
 
 from pixelwise.crf.settings import CRFSettings
-from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Normalization
+from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, INTENSITY_MODES, Normalization
 from pixelwise.infer.options import PRECISIONS
+from pixelwise.options import OptionError, coerce
 
 
 @dataclass
@@ -64,6 +64,9 @@ class DataConfig:
     color_jitter: float | list[float] | None = None
     blur: float | None = None  # Gaussian blur of half the images, sigma up to this many pixels
     noise: float | None = None  # additive Gaussian noise, std in units of the intensity range (0-1)
+    # Per-image intensity stretch before mean/std: "minmax" or "percentile" (1st..99th) for 16-bit and
+    # microscopy images whose range varies from image to image; kept in the run card, so inference repeats it.
+    intensity: Literal[INTENSITY_MODES] = "none"
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
     num_workers: int = 0
@@ -222,51 +225,10 @@ def _coerce(value: Any, hint: Any, source: str, key: str) -> Any:
     """Check ``value`` against the type ``hint``; returns it converted (int -> float, nested dataclasses)."""
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, source, f"{key}.")
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        for option in typing.get_args(hint):
-            try:
-                return _coerce(value, option, source, key)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{source}: {key} = {value!r} is not a valid {_describe(hint)}")
-    if origin is Literal:
-        if value not in typing.get_args(hint):
-            choices = ", ".join(repr(choice) for choice in typing.get_args(hint))
-            raise ConfigError(f"{source}: {key} = {value!r} is not one of {choices}")
-        return value
-    if origin is list:
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{source}: {key} must be a list, got {value!r}")
-        (item,) = typing.get_args(hint)
-        return [_coerce(element, item, source, f"{key}[{index}]") for index, element in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{source}: {key} must be a mapping, got {value!r}")
-        return dict(value)
-    if hint is Any:
-        return value
-    if hint is type(None):
-        if value is not None:
-            raise ConfigError(f"{source}: {key} must be null")
-        return None
-    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if hint is float and isinstance(value, str):
-        # PyYAML reads "1e-3" (no dot) as a string; accept it as the number it plainly is.
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    if hint is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if hint in (str, bool) and isinstance(value, hint):
-        return value
-    raise ConfigError(f"{source}: {key} = {value!r} is not a valid {_describe(hint)}")
-
-
-def _describe(hint: Any) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+    try:
+        return coerce(value, hint, key)
+    except OptionError as error:
+        raise ConfigError(f"{source}: {error}") from error
 
 
 def _check_values(config: Config, source: str) -> None:
@@ -292,7 +254,7 @@ def _check_values(config: Config, source: str) -> None:
     if config.optim.lr <= 0:
         raise ConfigError(f"{source}: optim.lr must be > 0, got {config.optim.lr}")
     try:
-        Normalization(tuple(config.data.mean), tuple(config.data.std))
+        Normalization(tuple(config.data.mean), tuple(config.data.std), config.data.intensity)
     except ValueError as error:
         raise ConfigError(f"{source}: data.mean, data.std: {error}") from error
     weights = config.loss.class_weights

@@ -25,8 +25,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from pixelwise.device import resolve_device
 from pixelwise.metrics import ConfusionMatrix
-from pixelwise.train.runtime import resolve_device
 from pixelwise.train.sampling import SampleStream
 
 TIMEOUT_ENV = "PIXELWISE_DIST_TIMEOUT"  # seconds; overrides train.dist_timeout (and serves ``pixelwise eval``)

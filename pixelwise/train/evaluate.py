@@ -128,7 +128,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | None = None, 
     same_data = trained_on is not None and trained_on.name == name
     options = trained_on.split_options() if same_data else {}
     split = split or (trained_on.val_split if trained_on is not None else "val")
-    transform = build_transforms(False, mean=card.normalization.mean, std=card.normalization.std)
+    norm = card.normalization
+    transform = build_transforms(False, mean=norm.mean, std=norm.std, intensity=norm.intensity)
     dataset = build_dataset(name, root, split, transform, **options)
     if dataset.num_classes != card.num_classes:
         raise ValueError(f"{checkpoint}: the model predicts {card.num_classes} classes but data set "

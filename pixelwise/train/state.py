@@ -3,29 +3,35 @@
 Layout inside a run directory::
 
     state/step-00000500.safetensors   model weights, optimizer buffers, RNG states
-    state/step-00000500.json          step, scheduler, grad scaler, best score, ... (tensors by reference)
+    state/step-00000500.json          step, scheduler, grad scaler, best score, ... (tensors by reference),
+                                      and the SHA-256 of the tensors file and of itself
     state/latest.json                 {"step": 500}, written last
 
 A checkpoint exists only once ``latest.json`` names it, and that file is replaced atomically after both
 step files are complete, so a kill at any moment leaves either the previous checkpoint or the new one,
-never a weights file from one step with an optimizer from another.
+never a weights file from one step with an optimizer from another. The previous checkpoint is kept too:
+when the latest one is damaged (a truncated or garbled file fails its checksum), resuming falls back to
+it and says so.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_bytes
 
 from pixelwise.fileio import atomic_write
 
 STATE_DIR = "state"
 LATEST_FILE = "latest.json"
+KEEP = 2  # checkpoints kept: the latest and the one before, to fall back to
 
 
 def flatten_tensors(value: Any, name: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -76,35 +82,88 @@ def set_rng_states(states: dict[str, Any]) -> None:
 def save_state(run_dir: str | os.PathLike, step: int, state: dict[str, Any]) -> Path:
     """Write ``state`` (nested dicts/lists of tensors and JSON values) as the checkpoint of ``step``.
 
-    Older step files are removed once the new checkpoint is in place.
+    Step files older than the previous checkpoint are removed once the new checkpoint is in place.
     """
     directory = Path(run_dir) / STATE_DIR
     stem = f"step-{step:08d}"
     tensors: dict[str, torch.Tensor] = {}
-    document = {"step": step, "state": flatten_tensors(state, "state", tensors)}
+    flat = flatten_tensors(state, "state", tensors)
+    weights = safetensors_bytes(tensors)
+    document = {"step": step, "state": flat, "tensors_sha256": sha256(weights)}
+    document["sha256"] = document_sha256(document)
     with atomic_write(directory / f"{stem}.safetensors") as handle:
-        handle.write(safetensors_bytes(tensors))
+        handle.write(weights)
     with atomic_write(directory / f"{stem}.json", "w") as handle:
         json.dump(document, handle)
     with atomic_write(directory / LATEST_FILE, "w") as handle:
         json.dump({"step": step}, handle)
+    kept = sorted({path.name.split(".")[0] for path in directory.glob("step-*")}, reverse=True)[:KEEP]
     for old in directory.glob("step-*"):
-        if not old.name.startswith(stem + "."):
+        if old.name.split(".")[0] not in kept:
             old.unlink(missing_ok=True)
     return directory / stem
 
 
 def load_state(run_dir: str | os.PathLike) -> tuple[int, dict[str, Any]] | None:
-    """(step, state) of the run's latest checkpoint, or None if it has none yet."""
+    """(step, state) of the run's latest intact checkpoint, or None if it has none yet.
+
+    A damaged latest checkpoint (unreadable, truncated, garbled: its checksums disagree) is passed over for
+    the previous one, with a warning on stderr naming what was wrong; when no checkpoint is intact the
+    ValueError names the damaged files.
+    """
     directory = Path(run_dir) / STATE_DIR
     latest = directory / LATEST_FILE
     if not latest.is_file():
         return None
     try:
-        step = int(json.loads(latest.read_text())["step"])
-        stem = directory / f"step-{step:08d}"
-        document = json.loads(stem.with_suffix(".json").read_text())
-        tensors = load_file(stem.with_suffix(".safetensors"))
+        steps = [int(json.loads(latest.read_text())["step"])]
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"{directory}: cannot read the trainer state ({error})") from error
-    return step, restore_tensors(document["state"], tensors)
+        steps, problems = [], [f"{latest}: cannot be read ({error})"]
+    else:
+        problems = []
+    older = sorted((int(p.stem.removeprefix("step-")) for p in directory.glob("step-*.json")
+                    if p.stem.removeprefix("step-").isdigit()), reverse=True)
+    steps += [step for step in older if step not in steps and (not steps or step < steps[0])]
+    for step in steps:
+        try:
+            state = read_checkpoint(directory / f"step-{step:08d}")
+        except ValueError as error:
+            problems.append(str(error))
+            continue
+        if problems:
+            print(f"warning: {'; '.join(problems)}. Resuming from the older checkpoint of step {step}.",
+                  file=sys.stderr)
+        return step, state
+    raise ValueError(f"{directory}: no intact checkpoint to resume from: {'; '.join(problems)}")
+
+
+def read_checkpoint(stem: Path) -> dict[str, Any]:
+    """The state saved as ``stem.json`` + ``stem.safetensors``, checked against their SHA-256."""
+    json_path, tensors_path = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+    try:
+        document = json.loads(json_path.read_text())
+        recorded = document.pop("sha256", None)
+    except (OSError, ValueError, AttributeError) as error:
+        raise ValueError(f"{json_path}: cannot be read ({error})") from error
+    if recorded is not None and recorded != document_sha256(document):
+        raise ValueError(f"{json_path}: damaged (its checksum does not match its content)")
+    try:
+        weights = tensors_path.read_bytes()
+    except OSError as error:
+        raise ValueError(f"{tensors_path}: cannot be read ({error})") from error
+    if "tensors_sha256" in document and document["tensors_sha256"] != sha256(weights):
+        raise ValueError(f"{tensors_path}: damaged (its SHA-256 differs from the one recorded in {json_path.name})")
+    try:
+        tensors = safetensors_load(weights)
+        return restore_tensors(document["state"], tensors)
+    except Exception as error:  # safetensors and a garbled document raise many types
+        raise ValueError(f"{tensors_path}: cannot be read ({error})") from error
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def document_sha256(document: dict[str, Any]) -> str:
+    """The SHA-256 of a step document as JSON with sorted keys (the ``sha256`` field itself left out)."""
+    return sha256(json.dumps({k: v for k, v in document.items() if k != "sha256"}, sort_keys=True).encode())

@@ -101,9 +101,9 @@ def build_datasets(config: Config, transforms: bool = True) -> tuple[Dataset, Da
             elastic=tuple(data.elastic) if isinstance(data.elastic, list) else data.elastic,
             elastic_grid=tuple(data.elastic_grid) if data.elastic_grid else None,
             color_jitter=tuple(data.color_jitter) if isinstance(data.color_jitter, list) else data.color_jitter,
-            blur=data.blur, noise=data.noise, mean=data.mean, std=data.std,
+            blur=data.blur, noise=data.noise, mean=data.mean, std=data.std, intensity=data.intensity,
         )
-        val_transform = build_transforms(False, mean=data.mean, std=data.std)
+        val_transform = build_transforms(False, mean=data.mean, std=data.std, intensity=data.intensity)
     train_set = build_dataset(data.name, root, data.train_split, train_transform, **data.options)
     val_set = build_dataset(data.name, root, data.val_split, val_transform, **{**data.options, **data.val_options})
     return train_set, val_set
@@ -191,6 +191,10 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> T
     images_per_step = settings.batch_size * settings.accumulate * world_size  # over all processes
     start_step, best_miou, stream_start = 0, -math.inf, 0
     saved = load_state(run_dir) if resume else None
+    if resume and saved is None:
+        # Starting again from step 0 would overwrite the run's weights and best/ without a word.
+        raise ValueError(f"{run_dir}: nothing to resume ({run_dir / 'state' / 'latest.json'} is missing); the run "
+                         "never reached its first checkpoint or its state/ was removed. Start a new run instead")
     if saved is not None:
         start_step, state = saved
         # Every rank loads the same state, so no broadcast is needed (DDP's own one at wrap time came first).
@@ -202,7 +206,11 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> T
             if "ema" not in state:
                 raise ValueError(f"{run_dir}: the run was started without train.ema_decay; resume it without")
             average.load_state_dict(state["ema"])
-        set_rng_states(state["rng"])
+        try:
+            set_rng_states(state["rng"])
+        except (RuntimeError, KeyError, TypeError) as error:
+            raise ValueError(f"{run_dir / 'state'}: the saved random number generator states are invalid ({error})") \
+                from error
         best_miou = state["best_miou"]
         # The stream continues where it stopped even if the number of processes changed since.
         stream_start = state.get("samples_seen", start_step * images_per_step)
@@ -310,7 +318,7 @@ def run_card(config: Config, dataset: Dataset, model: nn.Module) -> RunCard:
     return model.card.replace(
         class_names=list(dataset.class_names),
         palette=[list(colour) for colour in dataset.palette],
-        normalization=Normalization(tuple(data.mean), tuple(data.std)),
+        normalization=Normalization(tuple(data.mean), tuple(data.std), data.intensity),
         ignore_index=dataset.ignore_index,
         data=DataSource(data.name, data.root, dict(data.options), dict(data.val_options), data.val_split),
         precision=config.train.precision,
@@ -352,7 +360,7 @@ def write_plots(config: Config, run_dir: Path, rows: list[dict], scores: dict, m
     if count < 1:
         return
     raw_val = build_datasets(config, transforms=False)[1]
-    normalise = build_transforms(False, mean=config.data.mean, std=config.data.std)
+    normalise = build_transforms(False, mean=config.data.mean, std=config.data.std, intensity=config.data.intensity)
     device = next(model.parameters()).device
     examples = []
     for index in range(min(count, len(raw_val))):
