@@ -186,16 +186,16 @@ def test_damaged_state_falls_back_to_the_older_checkpoint_or_names_the_file(run,
 
 
 def test_http_errors_use_the_documented_body(run):
-    pytest.importorskip("httpx")
-    from fastapi.testclient import TestClient
-
+    httpx = pytest.importorskip("httpx")
     from pixelwise.infer import Segmenter
     from pixelwise.serve.app import create_app
+    from pixelwise.serve.background import serve_in_thread
 
-    client = TestClient(create_app(Segmenter(run)))
-    for response in (client.get("/nowhere"), client.get("/v1/segment")):
-        assert response.status_code in (404, 405) and set(response.json()) == {"error"}
-    card = client.get("/v1/model").json()["card"]
+    with serve_in_thread(create_app(Segmenter(run))) as url:
+        responses = (httpx.get(f"{url}/nowhere"), httpx.get(f"{url}/v1/segment"))
+        card = httpx.get(f"{url}/v1/model").json()["card"]
+    assert [response.status_code for response in responses] == [404, 405]
+    assert all(set(response.json()) == {"error"} for response in responses)
     assert "train_config" not in card and card["data"] == {"name": "synthetic"}  # no server paths
 
 

@@ -66,10 +66,9 @@ def test_sixteen_bit_files_are_read_at_full_depth(tmp_path, suffix, shape):
 
 
 def test_predict_and_serve_give_the_8_bit_labels_for_the_16_bit_picture(run, picture, tmp_path):
-    pytest.importorskip("httpx")
-    from fastapi.testclient import TestClient
-
+    httpx = pytest.importorskip("httpx")
     from pixelwise.serve.app import create_app
+    from pixelwise.serve.background import serve_in_thread
 
     Image.fromarray(picture).save(tmp_path / "eight.png")
     write_png16(tmp_path / "sixteen.png", picture.astype(np.uint16) * 257)
@@ -79,9 +78,9 @@ def test_predict_and_serve_give_the_8_bit_labels_for_the_16_bit_picture(run, pic
                  "--out", str(tmp_path / "out")]) == 0
     for name in ("eight", "sixteen"):
         np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / f"{name}.png")), expected)
-    client = TestClient(create_app(Segmenter(run)))
-    response = client.post("/v1/segment", content=(tmp_path / "sixteen.png").read_bytes(),
-                           headers={"content-type": "image/png"})
+    with serve_in_thread(create_app(Segmenter(run))) as url:
+        response = httpx.post(f"{url}/v1/segment", content=(tmp_path / "sixteen.png").read_bytes(),
+                              headers={"content-type": "image/png"}, timeout=60)
     assert response.status_code == 200
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(response.content))), expected)
     # A saturated read (Pillow's 8-bit view clipped) would differ: the test can tell the two apart.

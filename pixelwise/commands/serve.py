@@ -16,9 +16,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--mode", choices=MODES, default=MODES[0])
     parser.add_argument("--precision", choices=PRECISIONS, default=PRECISIONS[0])
     parser.add_argument("--fast", action="store_true", help="fold BatchNorm and use channels-last")
-    parser.add_argument("--max-pixels", type=positive_int, default=40_000_000, help="largest image accepted, in pixels")
+    parser.add_argument("--max-request-mb", type=positive_float, default=1024.0,
+                        help="memory one request may take, in MiB (default 1024); capped by the machine's free memory")
+    parser.add_argument("--max-pixels", type=positive_int,
+                        help="largest image accepted, in pixels (default: what --max-request-mb allows)")
     parser.add_argument("--max-body-mb", type=positive_float, default=32.0, help="largest request body, in MiB")
-    parser.add_argument("--max-concurrent", type=positive_int, default=2, help="inferences running at once")
+    parser.add_argument("--max-concurrent", type=positive_int,
+                        help="inferences running at once (default 2, or 1 when memory allows only one)")
     parser.add_argument("--max-queue", type=positive_int, default=64, help="requests waiting; beyond, 503")
     parser.set_defaults(func=run)
 
@@ -26,11 +30,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from pixelwise.infer.memory import plan_memory
     from pixelwise.infer.segmenter import Segmenter
     from pixelwise.serve.app import create_app
 
     segmenter = Segmenter(args.checkpoint, mode=args.mode, precision=args.precision, fast=args.fast)
-    app = create_app(segmenter, max_pixels=args.max_pixels, max_body_bytes=int(args.max_body_mb * (1 << 20)),
-                     max_concurrent=args.max_concurrent, max_queue=args.max_queue)
+    memory = plan_memory(segmenter, int(args.max_request_mb * (1 << 20)), args.max_concurrent, args.max_pixels)
+    print(f"memory per request: up to {memory.request_bytes / 2**20:.0f} MiB; images up to "
+          f"{memory.whole_up_to / 1e6:.1f} MP run whole, larger ones window by window, up to "
+          f"{memory.max_pixels / 1e6:.1f} MP; {memory.max_concurrent} at once")
+    app = create_app(segmenter, max_body_bytes=int(args.max_body_mb * (1 << 20)), max_queue=args.max_queue,
+                     memory=memory)
     uvicorn.run(app, host=args.host, port=args.port)
     return 0

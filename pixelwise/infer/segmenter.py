@@ -48,7 +48,8 @@ class Segmenter:
     ``stride`` shape slide mode: windows of ``tile`` pixels every ``stride`` (default two thirds of the
     tile); for a model with an output margin ``tile`` is the output tile and ``stride`` is an error.
     ``crf`` refines the probabilities with the dense CRF: True for the run's own settings (its card),
-    a ``pixelwise.crf.CRFSettings``, or a dict of its fields.
+    a ``pixelwise.crf.CRFSettings``, or a dict of its fields. ``whole_up_to`` (pixels) bounds memory: a
+    larger image runs window by window even in whole mode (``pixelwise.infer.memory`` plans it for a server).
     """
 
     def __init__(
@@ -66,6 +67,7 @@ class Segmenter:
         fast: bool = False,
         compile: bool = False,
         batch_size: int = 4,
+        whole_up_to: int | None = None,
     ) -> None:
         for option, value, allowed in (("precision", precision, PRECISIONS), ("mode", mode, MODES),
                                        ("backend", backend, BACKENDS)):
@@ -82,6 +84,11 @@ class Segmenter:
             raise ValueError(f"stride {stride} is larger than the tile {tile}: some pixels would get no window")
         if type(batch_size) is not int or batch_size < 1:
             raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+        if whole_up_to is not None and (type(whole_up_to) is not int or whole_up_to < 1):
+            raise ValueError(f"whole_up_to must be a whole number of pixels >= 1, got {whole_up_to!r}")
+        # Images with more pixels run window by window even in whole mode: memory then grows with the
+        # image only by its buffers, not by the network's activations (pixelwise.infer.memory).
+        self.whole_up_to = whole_up_to
         if isinstance(model_or_run_dir, nn.Module):
             model = model_or_run_dir.eval()
         else:
@@ -173,12 +180,17 @@ class Segmenter:
 
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         """Normalised (N, C, H, W) -> (N, K, H, W) float32 logits, by the configured mode."""
+        height, width = batch.shape[-2:]
+        windowed = self.mode == "slide" or (self.whole_up_to is not None and height * width > self.whole_up_to)
         if self.output_margin:
             unit = self.size_multiple
-            step = self.tile if self.mode == "slide" else tuple(-(-side // unit) * unit for side in batch.shape[-2:])
+            if windowed:  # output tiles on the pooling grid (a whole-mode tile may not be a multiple of it)
+                step = tuple(max(unit, side // unit * unit) for side in self.tile)
+            else:
+                step = (-(-height // unit) * unit, -(-width // unit) * unit)
             tile_input = tuple(self.input_size_for(side) for side in step)
             return overlap_tile_logits(self.forward, batch, self.num_classes, step, tile_input, self.output_margin)
-        if self.mode == "slide":
+        if windowed:
             return slide_logits(self.forward, batch, self.num_classes, self.tile, self.stride)
         return self.forward(batch)
 

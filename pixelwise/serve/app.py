@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from pixelwise.data.base import pixels_of
+from pixelwise.infer.memory import MemoryPlan
 from pixelwise.infer.segmenter import Segmenter
 from pixelwise.infer.writers import class_areas, mask_image
 
@@ -81,7 +82,8 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
         raise ClientError(415, "not an image PIL can read (send PNG, JPEG, BMP, TIFF or WebP)") from error
     width, height = image.size
     if width * height > max_pixels:
-        raise ClientError(413, f"image has {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
+        raise ClientError(413, f"image has {width}x{height} = {width * height} pixels; the limit is {max_pixels} "
+                          "(pixelwise serve --max-pixels, or a larger --max-request-mb, raises it)")
     try:
         image.load()
         return pixels_of(image, data)
@@ -129,8 +131,17 @@ def create_app(
     max_body_bytes: int = 32 * MEGABYTE,
     max_concurrent: int = 2,
     max_queue: int = 64,
+    memory: MemoryPlan | None = None,
 ) -> FastAPI:
-    """The FastAPI app serving ``segmenter`` with the given input limits."""
+    """The FastAPI app serving ``segmenter`` with the given input limits.
+
+    With a ``memory`` plan (``pixelwise.infer.memory.plan_memory``, what ``pixelwise serve`` makes) the
+    pixel and concurrency limits are the plan's, images too large to run whole run window by window, and
+    ``GET /v1/model`` reports the plan.
+    """
+    if memory is not None:
+        max_pixels, max_concurrent = memory.max_pixels, memory.max_concurrent
+        segmenter.whole_up_to = memory.whole_up_to
     app = FastAPI(title="pixelwise", summary="semantic segmentation")
     slots = InferenceSlots(max_concurrent, max_queue)
     page = resources.files("pixelwise.serve").joinpath("static/index.html").read_text()
@@ -168,7 +179,8 @@ def create_app(
                 # What this server applies: the stored statistics for the model's input channels.
                 "normalization": {"mean": segmenter.mean, "std": segmenter.std},
                 "limits": {"max_pixels": max_pixels, "max_body_bytes": max_body_bytes,
-                           "max_concurrent": max_concurrent, "max_queue": max_queue},
+                           "max_concurrent": max_concurrent, "max_queue": max_queue,
+                           "memory": memory.as_dict() if memory is not None else None},
             },
         }
 
