@@ -100,7 +100,7 @@ def bench(label: str, name: str, options: dict, sizes: list[float]) -> None:
             plan = json.loads(request(f"{base}/v1/model")[1])["card"]["limits"]["memory"]
             idle = rss(server.pid)
             print(f"\n{label}: idle RSS {idle / 2**20:.0f} MiB; plan: whole up to {plan['whole_up_to'] / 1e6:.1f} MP "
-                  f"({plan['whole_bytes_per_pixel']:.0f} B/px measured), windows beyond "
+                  f"({plan['whole_bytes_per_pixel']:.0f} B/px planned), windows beyond "
                   f"({plan['window_bytes_per_pixel']:.0f} B/px + {plan['window_bytes'] / 2**20:.0f} MiB), "
                   f"max {plan['max_pixels'] / 1e6:.1f} MP, request budget {plan['request_bytes'] / 2**20:.0f} MiB, "
                   f"{plan['max_concurrent']} at once")

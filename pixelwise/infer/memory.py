@@ -5,8 +5,10 @@ about 500 bytes per input pixel, so one 3000 x 3000 upload needs 4.5 GB. Window 
 overlap-tile) only the image's own buffers grow with it: its pixels, their normalised copy, the logits
 accumulated over windows and the labels, a few dozen bytes per pixel, plus one window's activations.
 
-``plan_memory`` measures the model's whole-image cost on one probe image when the server starts (on Linux
-from the process's peak resident memory, ``VmHWM``, reset just before), and derives from a per-request
+``plan_memory`` measures the model's whole-image cost on one probe image when the server starts: the rise of
+the process's peak resident memory (``VmHWM``, Linux), and at least the bytes of every distinct tensor the
+network's layers output (memory the allocator already holds does not show in the first), and derives from a
+per-request
 budget (``request_bytes``, capped by the memory the machine has free): up to how many pixels an image may
 run whole, the largest image accepted (``max_pixels``), and how many requests may run at once.
 """
@@ -20,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
 from pixelwise.infer.segmenter import Segmenter
 
@@ -47,6 +51,26 @@ def peak_bytes_of(run: Callable[[], Any]) -> int | None:
     before = read("VmRSS:")
     run()
     return max(0, read("VmHWM:") - before)
+
+
+def activation_bytes(model: nn.Module, example: torch.Tensor) -> int:
+    """Bytes of every distinct tensor the model's layers output on ``example`` (in-place results counted once):
+    what whole-image inference allocates for its activations, a bound that no allocator state hides."""
+    seen: dict[int, int] = {}
+
+    def record(module: nn.Module, inputs: Any, output: Any) -> None:
+        for tensor in output if isinstance(output, list | tuple) else (output,):
+            if isinstance(tensor, torch.Tensor):
+                seen[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+
+    handles = [module.register_forward_hook(record) for module in model.modules() if not list(module.children())]
+    try:
+        with torch.inference_mode():
+            model(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return sum(seen.values())
 
 
 def available_bytes() -> int | None:
@@ -98,9 +122,9 @@ def plan_memory(segmenter: Segmenter, request_bytes: int = DEFAULT_REQUEST_BYTES
     segmenter.predict(probe)  # warm-up: the first call allocates what every call reuses
     peak = peak_bytes_of(lambda: segmenter.predict(probe))
     measured = peak is not None
-    if peak is None:  # no /proc: assume the measured cost of a heavy network, 2 KB per pixel
-        peak = 2048 * side * side
-    whole = SAFETY * peak / (side * side)
+    example = segmenter.normalization.normalize(torch.from_numpy(probe).permute(2, 0, 1)[None])
+    activations = activation_bytes(segmenter.model, example)
+    whole = SAFETY * max(peak or 0, activations) / (side * side)
     window = SAFETY * window_bytes_per_pixel(segmenter.in_channels, segmenter.num_classes)
     tile_side = max(segmenter.input_size_for(max(segmenter.tile)), max(segmenter.tile))
     window_bytes = int(whole * tile_side * tile_side)

@@ -109,6 +109,7 @@ class Segmenter:
         # The model contract says whether the output loses a margin and how tiles must be laid out.
         self.output_margin, self.size_multiple = model.output_margin, model.size_multiple
         self.input_size_for = model.input_size_for
+        self.model = model  # the network as loaded (the fast path runs an optimised copy)
         if self.output_margin:
             if stride is not None:
                 raise ValueError(f"stride applies to sliding windows; this model loses a {self.output_margin}-pixel "
