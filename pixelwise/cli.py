@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, KeyError, OSError) as error:
+    except (ValueError, KeyError, OSError, MemoryError) as error:
         # Bad input from the user (a value, a name, a file: missing, unreadable, in the way): one line.
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"pixelwise {args.command}: error: {message}", file=sys.stderr)

@@ -246,3 +246,43 @@ def test_saved_files_follow_the_umask_not_private(tmp_path):
     save_model(create_model("unet", 2, base_channels=4, depth=1), tmp_path)
     for name in ("config.json", "model.safetensors"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~UMASK
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["check-data", "synthetic", "--option", "image_size=0"], "synthetic image_size must be 1..4096 pixels, got 0"),
+    (["check-data", "synthetic", "--option", "image_size=100000"], "synthetic image_size must be 1..4096"),
+])
+def test_impossible_data_set_sizes_are_one_line(capsys, argv, message):
+    assert main(argv) == 2
+    assert message in one_line_error(capsys, argv[0])
+
+
+def test_recipes_that_cannot_train_are_refused(tmp_path, capsys):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert main(["train", "--config", str(empty), "--out", str(tmp_path / "a")]) == 2
+    assert "data.scale_range resizes each image by its own factor" in one_line_error(capsys, "train")
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(json.dumps(TINY))
+    assert main(["train", "--config", str(recipe), "--set", "model.options.base_channels=-4", "--out",
+                 str(tmp_path / "b")]) == 2
+    assert "base_channels and in_channels must be >= 1" in one_line_error(capsys, "train")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_resume_without_latest_json_uses_the_newest_intact_step(run, tmp_path, capsys):
+    copy = shutil.copytree(run, tmp_path / "copy")
+    (copy / "state" / "latest.json").unlink()
+    step, _ = load_state(copy)
+    assert step == 4 and "latest.json: cannot be read" in capsys.readouterr().err
+
+
+def test_serve_names_a_port_in_use(run, capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--checkpoint", str(run), "--port", str(port)]) == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in one_line_error(capsys, "serve")

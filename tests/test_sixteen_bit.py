@@ -170,3 +170,31 @@ def test_check_data_reports_bit_depth_and_value_range(tmp_path, picture, capsys)
     low, high = int(picture[..., 0].min()) * 16, int(picture[..., 0].max()) * 16
     assert f"bit depth: 16-bit: 1; pixel values {low}..{high}" in out
     assert "consider data.intensity: percentile" in out
+
+
+@pytest.mark.parametrize("layout", ["planar", "pages"])
+def test_sixteen_bit_tiff_layouts_come_out_channels_last(tmp_path, layout):
+    pixels = np.random.default_rng(2).integers(0, 65536, (9, 7, 3)).astype(np.uint16)
+    path = tmp_path / "image.tif"
+    if layout == "planar":  # channel-first planes
+        tifffile.imwrite(path, np.moveaxis(pixels, 2, 0), photometric="rgb", planarconfig="separate")
+    else:  # two pages: the first one is read
+        tifffile.imwrite(path, np.stack([pixels, pixels // 2]), photometric="rgb")
+    np.testing.assert_array_equal(read_pixels(path), pixels)
+
+
+def test_sixteen_bit_gray_with_alpha_reads_as_gray(tmp_path):
+    import png
+
+    gray = np.random.default_rng(3).integers(0, 65536, (6, 5)).astype(np.uint16)
+    with_alpha = np.stack([gray, np.full_like(gray, 65535)], axis=-1).reshape(6, 10)
+    png.from_array(with_alpha, "LA;16").save(str(tmp_path / "la.png"))
+    np.testing.assert_array_equal(read_pixels(tmp_path / "la.png"), gray)
+
+
+def test_floats_outside_the_unit_range_are_refused_not_clipped(run, picture):
+    with pytest.raises(ValueError, match=r"must hold values in \[0, 1\], got 0..255"):
+        Segmenter(run).predict(picture.astype(np.float32))
+    sixteen = torch.from_numpy(picture.astype(np.int32) * 257).to(torch.uint16).permute(2, 0, 1)
+    eight = torch.from_numpy(picture).permute(2, 0, 1)
+    torch.testing.assert_close(Normalization().normalize(sixteen), Normalization().normalize(eight))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import socket
 
 from pixelwise.commands import port_number, positive_float, positive_int
 from pixelwise.infer.options import MODES, PRECISIONS
@@ -34,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from pixelwise.infer.segmenter import Segmenter
     from pixelwise.serve.app import create_app
 
+    check_address(args.host, args.port)  # before the model loads: a taken port is one line, not a late crash
     segmenter = Segmenter(args.checkpoint, mode=args.mode, precision=args.precision, fast=args.fast)
     memory = plan_memory(segmenter, int(args.max_request_mb * (1 << 20)), args.max_concurrent, args.max_pixels)
     print(f"memory per request: up to {memory.request_bytes / 2**20:.0f} MiB; images up to "
@@ -43,3 +45,14 @@ def run(args: argparse.Namespace) -> int:
                      memory=memory)
     uvicorn.run(app, host=args.host, port=args.port)
     return 0
+
+
+def check_address(host: str, port: int) -> None:
+    """Raise ValueError unless this process can listen on ``host``:``port`` now."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            probe.bind(address)
+    except OSError as error:
+        raise ValueError(f"cannot listen on {host}:{port}: {error.strerror or error}") from error

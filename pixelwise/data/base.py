@@ -216,16 +216,25 @@ def pixels_of(image: PILImage.Image, source: Path | bytes | None = None) -> np.n
     bytes it came from, needed only for 16-bit RGB, which Pillow cannot give at full depth."""
     if image.mode.startswith("I;16"):
         return np.asarray(image).astype(np.uint16)
-    if image.mode == "I":  # 32-bit integers: what some 16-bit files decode to
+    if image.mode == "I":  # integers: what some 16-bit (and signed) files decode to
         array = np.asarray(image)
         if array.size and (array.min() < 0 or array.max() > 65535):
-            raise ValueError(f"32-bit integer image with values {array.min()}..{array.max()} outside 0..65535")
+            raise ValueError(f"integer image with values {array.min()}..{array.max()}: pixelwise reads unsigned "
+                             "8- and 16-bit images (0..65535)")
         return array.astype(np.uint16)
     if image.mode == "F":
-        return np.asarray(image, dtype=np.float32)
+        return unit_range(np.asarray(image, dtype=np.float32), "a floating-point image")
     if source is not None and image.mode in ("RGB", "RGBA") and sixteen_bits_per_channel(image, source):
-        return read_rgb16(image.format, source)
+        return read_deep_color(image.format, source)
     return np.asarray(image.convert("L" if image.mode in ("L", "1") else "RGB"))
+
+
+def unit_range(pixels: np.ndarray, what: str) -> np.ndarray:
+    """Floating-point pixels, which must already be in [0, 1]: clipping other ranges would hide the error."""
+    if pixels.size and not (pixels.min() >= -1e-3 and pixels.max() <= 1 + 1e-3):  # also refuses NaN
+        raise ValueError(f"{what} must hold values in [0, 1], got {pixels.min():g}..{pixels.max():g}: scale it "
+                         "(8-bit images as uint8, 16-bit as uint16)")
+    return np.clip(pixels, 0.0, 1.0)
 
 
 def sixteen_bits_per_channel(image: PILImage.Image, source: Path | bytes) -> bool:
@@ -242,19 +251,29 @@ def sixteen_bits_per_channel(image: PILImage.Image, source: Path | bytes) -> boo
     return False
 
 
-def read_rgb16(format: str, source: Path | bytes) -> np.ndarray:
-    """(H, W, 3) uint16 pixels of a 16-bit RGB(A) PNG (pypng) or TIFF (tifffile)."""
+def read_deep_color(format: str, source: Path | bytes) -> np.ndarray:
+    """(H, W, 3) or (H, W) uint16 pixels of a 16-bit PNG (pypng) or TIFF (tifffile) that Pillow would cut to
+    8 bits: RGB, RGBA and gray with alpha; the first page of a multi-page TIFF, channels last whatever the
+    file's layout."""
     if format == "PNG":
         import png
 
         reader = png.Reader(bytes=source) if isinstance(source, bytes) else png.Reader(filename=str(source))
         width, height, rows, info = reader.asDirect()
-        array = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows])
-        return array.reshape(height, width, info["planes"])[..., :3]
-    import tifffile
+        array = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows]).reshape(height, width, info["planes"])
+    else:
+        import tifffile
 
-    array = tifffile.imread(io.BytesIO(source) if isinstance(source, bytes) else source)
-    return np.asarray(array, dtype=np.uint16)[..., :3]
+        with tifffile.TiffFile(io.BytesIO(source) if isinstance(source, bytes) else source) as tiff:
+            page = tiff.pages[0]
+            array, axes = page.asarray(), page.axes
+        if "S" in axes:  # the samples (channels) axis, first in planar files
+            array = np.moveaxis(array, axes.index("S"), -1)
+        array = array.reshape(array.shape[-3:] if array.ndim >= 3 else array.shape)
+    array = np.asarray(array, dtype=np.uint16)
+    if array.ndim == 3 and array.shape[2] in (1, 2):  # gray, or gray + alpha
+        return array[..., 0]
+    return array[..., :3]
 
 
 def voc_palette(num_colors: int) -> list[list[int]]:

@@ -43,6 +43,8 @@ class FolderDataset(FilePairDataset):
                 self.color_to_label[tuple(int(v) for v in ignore_color)] = IGNORE_INDEX
         elif num_classes is None:
             raise ValueError("folder data set needs num_classes (index masks) or palette (RGB masks)")
+        elif num_classes < 1:
+            raise ValueError(f"folder num_classes must be >= 1, got {num_classes}")
         else:
             self.color_to_label = None
             self.label_table = label_lookup({**{label: label for label in range(num_classes)},

@@ -35,6 +35,9 @@ def make_image(seed: int, image_size: int | tuple[int, int] = 64,
     return _scene(np.random.default_rng(seed), image_size, num_classes)
 
 
+MAX_SIDE = 4096  # generated images are held in memory whole: 4096 x 4096 x 3 is 48 MB
+
+
 class SyntheticShapes(SegmentationDataset):
     """``num_images`` generated scenes (default 512 for train, 64 for any other split) of ``image_size``.
 
@@ -53,6 +56,9 @@ class SyntheticShapes(SegmentationDataset):
             else num_images
         if self.num_images < 1:
             raise ValueError(f"synthetic num_images must be >= 1, got {self.num_images}")
+        sides = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        if not all(1 <= side <= MAX_SIDE for side in sides):
+            raise ValueError(f"synthetic image_size must be 1..{MAX_SIDE} pixels, got {image_size}")
         self.image_size = image_size
         self.num_classes = num_classes
         self.class_names = ["background", *SHAPES[: num_classes - 1]]

@@ -80,13 +80,16 @@ class Normalization:
         return images.sub_(low).div_((high - low).clamp_min(1e-6)).clamp_(0.0, 1.0)
 
     def normalize(self, images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """uint8, or float in [0, 1], (..., C, H, W) -> what the model takes: stretched, then (x - mean) / std."""
+        """uint8, uint16, or float in [0, 1], (..., C, H, W) -> what the model takes: stretched, then
+        (x - mean) / std."""
         norm = self.for_channels(images.shape[-3])
         out = images.to(dtype)  # a copy: the in-place steps below never touch the caller's tensor
         if out.data_ptr() == images.data_ptr():
             out = out.clone()
         if images.dtype == torch.uint8:
             out.div_(255.0)
+        elif images.dtype == torch.uint16:
+            out.div_(65535.0)
         norm.stretch_(out)
         return out.sub_(self._view(norm.mean, out)).div_(self._view(norm.std, out))
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image as PILImage
 
-from pixelwise.data.base import pixels_of, read_pixels, to_channels, to_unit_float
+from pixelwise.data.base import pixels_of, read_pixels, to_channels, to_unit_float, unit_range
 from pixelwise.data.transforms import Normalization
 
 ImageLike = str | os.PathLike | bytes | PILImage.Image | np.ndarray | torch.Tensor
@@ -45,12 +45,14 @@ def to_pixels(image: ImageLike) -> np.ndarray:
             image = image[..., :3]  # drop alpha
         if image.ndim == 3 and image.shape[2] == 1:
             image = image[..., 0]
-        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
-            raise ValueError(f"an image array must be (H, W, 3) or (H, W), got shape {image.shape}")
+        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3) or 0 in image.shape:
+            raise ValueError(f"an image array must be (H, W, 3) or (H, W) with H, W >= 1, got shape {image.shape}")
         if image.dtype in (np.uint8, np.uint16):
             return image
-        if np.issubdtype(image.dtype, np.floating) or image.dtype == np.bool_:
-            return np.clip(image.astype(np.float32), 0.0, 1.0)
+        if image.dtype == np.bool_:
+            return image.astype(np.float32)
+        if np.issubdtype(image.dtype, np.floating):
+            return unit_range(image.astype(np.float32), "a float image")
         raise ValueError(f"an image array must be uint8, uint16 or float in [0, 1], got dtype {image.dtype}")
     raise TypeError(f"cannot read an image from a {type(image).__name__}")
 

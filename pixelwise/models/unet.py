@@ -80,6 +80,8 @@ class UNet(SegmentationModel):
             raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
+        if base_channels < 1 or in_channels < 1:
+            raise ValueError(f"base_channels and in_channels must be >= 1, got {base_channels} and {in_channels}")
         self.padding = padding
         self.depth = depth
         conv_padding = 1 if padding == "same" else 0

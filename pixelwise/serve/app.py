@@ -69,25 +69,34 @@ def run_length_encode(labels: np.ndarray) -> dict[str, Any]:
             "counts": counts.tolist()}
 
 
-def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
-    """Bytes -> the image's pixels at their true bit depth (``pixelwise.data.base.pixels_of``), or a
-    ClientError saying what is wrong with them."""
+def check_header(data: bytes, max_pixels: int) -> None:
+    """Refuse bytes that are not an image, or an image over ``max_pixels``, from the header alone: cheap, and
+    nothing is decoded (a decompression bomb never reaches memory)."""
     if not data:
         raise ClientError(400, "empty upload: send an image file")
+    limit = (f"the limit is {max_pixels} pixels (pixelwise serve --max-pixels, or a larger --max-request-mb, "
+             "raises it)")
     try:
-        image = PILImage.open(io.BytesIO(data))
+        with PILImage.open(io.BytesIO(data)) as image:
+            width, height = image.size
     except PILImage.DecompressionBombError as error:
-        raise ClientError(413, f"image too large: {error}") from error
+        raise ClientError(413, f"image too large: {error}; {limit}") from error
     except (PILImage.UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ClientError(415, "not an image PIL can read (send PNG, JPEG, BMP, TIFF or WebP)") from error
-    width, height = image.size
     if width * height > max_pixels:
-        raise ClientError(413, f"image has {width}x{height} = {width * height} pixels; the limit is {max_pixels} "
-                          "(pixelwise serve --max-pixels, or a larger --max-request-mb, raises it)")
+        raise ClientError(413, f"image has {width}x{height} = {width * height} pixels; {limit}")
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Checked bytes -> the image's pixels at their true bit depth (``pixelwise.data.base.pixels_of``), or a
+    ClientError saying what is wrong with them."""
     try:
-        image.load()
-        return pixels_of(image, data)
-    except (OSError, SyntaxError, ValueError) as error:
+        with PILImage.open(io.BytesIO(data)) as image:
+            image.load()
+            return pixels_of(image, data)
+    except ValueError as error:  # a valid file pixelwise does not read (signed or out-of-range values)
+        raise ClientError(415, f"unsupported image: {error}") from error
+    except (OSError, SyntaxError) as error:
         raise ClientError(400, f"image cannot be decoded (truncated or corrupt): {error}") from error
 
 
@@ -180,6 +189,8 @@ def create_app(
                 "normalization": {"mean": segmenter.mean, "std": segmenter.std},
                 "limits": {"max_pixels": max_pixels, "max_body_bytes": max_body_bytes,
                            "max_concurrent": max_concurrent, "max_queue": max_queue,
+                           # Waiting requests hold only their upload; running ones their request budget.
+                           "queued_bytes": max_queue * max_body_bytes,
                            "memory": memory.as_dict() if memory is not None else None},
             },
         }
@@ -189,12 +200,22 @@ def create_app(
         if format not in ("png", "json"):
             raise ClientError(400, f"format must be 'png' or 'json', got {format!r}")
         body = await read_body(request, max_body_bytes)
-        image = decode_image(await image_bytes(request, body, max_body_bytes), max_pixels)
-        async with slots:
-            if await request.is_disconnected():
-                # The client gave up while this request waited: spend the slot on someone who is still there.
-                return Response(status_code=499)
-            labels = await run_in_threadpool(segmenter.predict, image)
+        data = await image_bytes(request, body, max_body_bytes)
+        del body
+        check_header(data, max_pixels)
+        # The body is read, so the next message can only be the client leaving; listening for it also lets
+        # the server read the socket again (uvicorn pauses reading a large upload), which is how it learns.
+        left = asyncio.ensure_future(request.receive())
+        try:
+            async with slots:
+                if left.done() and left.result().get("type") == "http.disconnect":
+                    # The client gave up while this request waited: spend the slot on someone who is still there.
+                    return Response(status_code=499)
+                # Decoded only now, in a worker thread: a queued request holds just its (bounded) upload, and
+                # the event loop stays free to notice clients that leave.
+                labels = await run_in_threadpool(lambda: segmenter.predict(decode_image(data)))
+        finally:
+            left.cancel()
         if format == "png":
             buffer = io.BytesIO()
             mask_image(labels, segmenter.palette).save(buffer, format="PNG")

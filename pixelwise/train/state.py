@@ -113,14 +113,12 @@ def load_state(run_dir: str | os.PathLike) -> tuple[int, dict[str, Any]] | None:
     """
     directory = Path(run_dir) / STATE_DIR
     latest = directory / LATEST_FILE
-    if not latest.is_file():
+    if not latest.is_file() and not any(directory.glob("step-*.json")):
         return None
     try:
-        steps = [int(json.loads(latest.read_text())["step"])]
+        steps, problems = [int(json.loads(latest.read_text())["step"])], []
     except (OSError, ValueError, KeyError, TypeError) as error:
         steps, problems = [], [f"{latest}: cannot be read ({error})"]
-    else:
-        problems = []
     older = sorted((int(p.stem.removeprefix("step-")) for p in directory.glob("step-*.json")
                     if p.stem.removeprefix("step-").isdigit()), reverse=True)
     steps += [step for step in older if step not in steps and (not steps or step < steps[0])]

@@ -165,6 +165,11 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> T
     """Train ``config`` into ``run_dir``; with ``resume``, continue from the run's latest checkpoint."""
     run_dir = Path(run_dir)
     settings = config.train
+    resizes = config.data.scale_range is not None and tuple(config.data.scale_range) != (1.0, 1.0)
+    if resizes and config.data.crop_size is None and settings.batch_size > 1:
+        # Caught before anything is written: the first batch would fail to stack images of different sizes.
+        raise ValueError(f"data.scale_range resizes each image by its own factor, so batches of train.batch_size "
+                         f"{settings.batch_size} need data.crop_size to give them one size (or data.scale_range: null)")
     if settings.threads:
         torch.set_num_threads(settings.threads)
     device = setup(settings.device, settings.dist_timeout)
@@ -214,6 +219,8 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> T
         best_miou = state["best_miou"]
         # The stream continues where it stopped even if the number of processes changed since.
         stream_start = state.get("samples_seen", start_step * images_per_step)
+        if is_main_process():
+            print(f"{run_dir}: resuming after step {start_step} of {settings.steps}")
     main_start_step = from_main_process(start_step)
     if main_start_step != start_step:
         raise ValueError(f"{run_dir}: rank {rank_and_world_size()[0]} resumes at step {start_step} but rank 0 at "
