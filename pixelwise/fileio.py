@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 # The process's file-creation mask, read once (reading it means setting it, which is not thread-safe later).
 UMASK = os.umask(0)
@@ -62,3 +63,15 @@ def check_output_file(path: str | os.PathLike, option: str) -> Path:
         raise ValueError(f"{option} {path} is a folder; give a file name inside it")
     check_output_dir(path.parent, option)
     return path
+
+
+def strict_json(value: Any) -> Any:
+    """``value`` with every NaN float replaced by None, so that ``json.dump`` writes strict JSON (null, not NaN):
+    scores of classes absent from a split are NaN, and most JSON readers outside Python refuse NaN."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: strict_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(item) for item in value]
+    return value

@@ -286,3 +286,51 @@ def test_serve_names_a_port_in_use(run, capsys):
         port = taken.getsockname()[1]
         assert main(["serve", "--checkpoint", str(run), "--port", str(port)]) == 2
     assert f"cannot listen on 127.0.0.1:{port}" in one_line_error(capsys, "serve")
+
+
+def test_predict_killed_midway_keeps_the_stats_of_every_finished_file(run, tmp_path):
+    """SIGKILL ``pixelwise predict --stats`` while it works: stats.csv holds one whole row per mask written."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(60):
+        Image.fromarray(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)).save(images / f"{index:02d}.png")
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "pixelwise", "predict", str(images), "--checkpoint", str(run),
+                                "--out", str(out), "--stats"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (out / "stats.csv").is_file() or len((out / "stats.csv").read_text().splitlines()) < 3:
+        assert process.poll() is None and time.monotonic() < deadline, "predict ended before it could be killed"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    with open(out / "stats.csv") as handle:
+        rows = list(csv.reader(handle))[1:]
+    assert 2 <= len(rows) < 60
+    assert all(len(row) == 3 + 5 for row in rows)  # file, width, height and the five classes: no torn row
+    masks = {path.name for path in out.glob("*.png")}
+    assert {Path(row[0]).stem + ".png" for row in rows} <= masks
+
+
+def test_eval_json_is_strict_json(tmp_path):
+    """A class neither present nor predicted has no IoU (0 / 0): written as null, never a bare NaN."""
+    from pixelwise.card import DataSource
+
+    for folder in ("images", "masks"):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "data" / "images" / "a.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "data" / "masks" / "a.png")  # class 0 only
+    model = create_model("unet", 3, base_channels=4, depth=1)
+    with torch.no_grad():
+        model.head.bias.copy_(torch.tensor([50.0, -50.0, -50.0]))  # predicts class 0 everywhere
+    save_model(model, tmp_path / "run",
+               data=DataSource("folder", str(tmp_path / "data"), {"num_classes": 3}, val_split="all"))
+    assert main(["eval", "--checkpoint", str(tmp_path / "run"), "--json", str(tmp_path / "scores.json")]) == 0
+    text = (tmp_path / "scores.json").read_text()
+    scores = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in the JSON"))
+    assert scores["iou"] == [1.0, None, None]

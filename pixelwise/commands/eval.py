@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pixelwise.fileio import atomic_write, check_output_file
+    from pixelwise.fileio import atomic_write, check_output_file, strict_json
     from pixelwise.train import distributed
     from pixelwise.train.evaluate import evaluate_checkpoint, format_table
 
@@ -48,5 +48,5 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(scores, class_names))
     if args.json is not None:
         with atomic_write(args.json, "w") as handle:
-            json.dump({**scores, "class_names": class_names}, handle, indent=2)
+            json.dump(strict_json({**scores, "class_names": class_names}), handle, indent=2, allow_nan=False)
     return 0
