@@ -210,6 +210,16 @@ def test_outputs_name_their_source_without_ambiguity(run, tmp_path):
     with open(out / "stats.csv") as handle:
         rows = list(csv.reader(handle))
     assert [row[0] for row in rows[1:]] == [str(tmp_path / n) for n in ("a.png", "a.jpg", "b.png")]
+    # Another spelling of a path, or a link to the file, is the same input; same names in other folders get
+    # their folder.
+    (tmp_path / "left").mkdir()
+    (tmp_path / "link.png").symlink_to(tmp_path / "b.png")
+    Image.fromarray(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)).save(tmp_path / "left" / "b.png")
+    again = tmp_path / "again"
+    assert main(["predict", str(tmp_path / "b.png"), str(tmp_path / "left" / ".." / "b.png"),
+                 str(tmp_path / "link.png"), str(tmp_path / "left" / "b.png"), "--checkpoint", str(run),
+                 "--out", str(again)]) == 0
+    assert {p.name for p in again.iterdir()} == {f"{tmp_path.name}__b.png.png", "left__b.png.png"}
 
 
 def test_stats_grow_a_row_per_file_as_they_are_done(run, tmp_path):

@@ -28,7 +28,8 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
     """(files to process, [(input, why it gave nothing)]): folders give their images, globs their matches.
 
-    A file named twice (directly, through a folder or a glob) is processed once.
+    A file named twice (directly, through a folder, a glob, another spelling of its path or a link) is
+    processed once.
     """
     files: list[Path] = []
     problems: list[tuple[str, str]] = []
@@ -46,8 +47,8 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]
         else:
             found = [path]  # a missing file fails when read, and is reported there
         for file in found:
-            if file.absolute() not in seen:
-                seen.add(file.absolute())
+            if file.resolve() not in seen:
+                seen.add(file.resolve())
                 files.append(file)
     return files, problems
 
@@ -62,12 +63,12 @@ def output_stems(files: list[Path]) -> dict[Path, str]:
     levels = dict.fromkeys(files, 0)
 
     def name(path: Path, level: int) -> str:
-        return path.stem if level == 0 else "__".join(path.absolute().parts[-level:]).lstrip("/")
+        return path.stem if level == 0 else "__".join(path.resolve().parts[-level:]).lstrip("/")
 
     while True:
         names = {path: name(path, levels[path]) for path in files}
         counts = Counter(names.values())
-        clashing = [path for path in files if counts[names[path]] > 1 and levels[path] < len(path.absolute().parts)]
+        clashing = [path for path in files if counts[names[path]] > 1 and levels[path] < len(path.resolve().parts)]
         if not clashing:
             return names
         for path in clashing:
