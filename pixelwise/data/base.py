@@ -53,6 +53,11 @@ class SegmentationDataset(Dataset):
     def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
         raise NotImplementedError
 
+    def load_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(pixels (H, W, C), labels (H, W)) as numpy arrays; file data sets give the file's own bit depth."""
+        image, mask = self.load(index)
+        return image.permute(1, 2, 0).numpy(), mask.numpy()
+
     def __getitem__(self, index: int):
         image, mask = self.load(index)
         return (image, mask) if self.transform is None else self.transform(image, mask)

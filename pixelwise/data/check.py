@@ -66,9 +66,7 @@ def check_dataset(name: str, root: str | os.PathLike | None, split: str, **optio
     counts = []
     for index in range(len(dataset)):
         try:
-            # File data sets give their pixels at the file's bit depth; generated ones are 8-bit.
-            pixels, mask = dataset.load_arrays(index) if isinstance(dataset, FilePairDataset) else \
-                [item.permute(1, 2, 0).numpy() if item.ndim == 3 else item.numpy() for item in dataset.load(index)]
+            pixels, mask = dataset.load_arrays(index)  # the pixels at the file's bit depth
         except DataError as error:
             report.problems.append(error)
             continue

@@ -117,7 +117,7 @@ def plan_memory(segmenter: Segmenter, request_bytes: int = DEFAULT_REQUEST_BYTES
     memory caps their sum at half of it. ``max_concurrent`` (default: 2, or 1 when the memory allows only
     one) and ``max_pixels`` (default: what the budget allows, window by window) may be given.
     """
-    side = segmenter.input_size_for(PROBE_SIDE)
+    side = segmenter.model.input_size_for(PROBE_SIDE)
     probe = np.random.default_rng(0).integers(0, 256, (side, side, segmenter.in_channels), dtype=np.uint8)
     segmenter.predict(probe)  # warm-up: the first call allocates what every call reuses
     peak = peak_bytes_of(lambda: segmenter.predict(probe))
@@ -126,7 +126,7 @@ def plan_memory(segmenter: Segmenter, request_bytes: int = DEFAULT_REQUEST_BYTES
     activations = activation_bytes(segmenter.model, example)
     whole = SAFETY * max(peak or 0, activations) / (side * side)
     window = SAFETY * window_bytes_per_pixel(segmenter.in_channels, segmenter.num_classes)
-    tile_side = max(segmenter.input_size_for(max(segmenter.tile)), max(segmenter.tile))
+    tile_side = max(segmenter.model.input_size_for(max(segmenter.tile)), max(segmenter.tile))
     window_bytes = int(whole * tile_side * tile_side)
     free = available_bytes()
     if max_concurrent is None:

@@ -108,7 +108,6 @@ class Segmenter:
         self.batch_size = batch_size
         # The model contract says whether the output loses a margin and how tiles must be laid out.
         self.output_margin, self.size_multiple = model.output_margin, model.size_multiple
-        self.input_size_for = model.input_size_for
         self.model = model  # the network as loaded (the fast path runs an optimised copy)
         if self.output_margin:
             if stride is not None:
@@ -189,7 +188,7 @@ class Segmenter:
                 step = tuple(max(unit, side // unit * unit) for side in self.tile)
             else:
                 step = (-(-height // unit) * unit, -(-width // unit) * unit)
-            tile_input = tuple(self.input_size_for(side) for side in step)
+            tile_input = tuple(self.model.input_size_for(side) for side in step)
             return overlap_tile_logits(self.forward, batch, self.num_classes, step, tile_input, self.output_margin)
         if windowed:
             return slide_logits(self.forward, batch, self.num_classes, self.tile, self.stride)
