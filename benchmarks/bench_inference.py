@@ -1,78 +1,53 @@
-"""Fast CPU path vs eager PyTorch: images/s, peak memory and argmax agreement at 512 x 512.
+"""Inference speed side by side: the peer and every pixelwise path, interleaved rep by rep in one process.
 
-    .venv/bin/python benchmarks/bench_inference.py [--runs 5] [--size 512] [--threads 2] [--device cpu]
+    .venv/bin/python benchmarks/bench_inference.py [--threads 1 2] [--batch 1 8] [--reps 7] [--cases ...]
+    python benchmarks/bench_inference.py --device cuda --batch 1 8
 
-Cases (same architecture, identical random weights on both sides unless said otherwise):
-- deeplabv3_resnet50: torchvision eager vs ``pixelwise.from_torchvision`` of the same model, fast path.
-- unet: pixelwise eager vs the fast path.
-- deeplabv3plus mobilenet_v2 / resnet50: segmentation_models_pytorch eager (encoder_weights=None) vs the
-  pixelwise fast path. The two implementations differ in details (smp's decoder and encoder cuts), so
-  their weights cannot be shared: the speed is compared, and agreement is against pixelwise eager fp32.
+Cases (512x512 input; the peer first):
+- deeplabv3_resnet50, deeplabv3_mobilenet_v3_large, fcn_resnet50: torchvision eager against
+  ``pixelwise.from_torchvision`` of the same weights.
+- deeplabv3plus_mobilenet_v2: segmentation_models_pytorch's DeepLabV3Plus(mobilenet_v2) against pixelwise
+  configured to the same architecture (separable ASPP at rates 12/24/36, one separable decoder convolution);
+  their multiply-adds are printed and must agree within 5%. Weights cannot be shared (the layers differ).
+  deeplabv3plus_mobilenet_v2_default is pixelwise's own default configuration, timed against the same smp model.
+- unet: pixelwise's U-Net, eager fp32 as the "peer".
 
-Each (case, variant) runs in its own subprocess so that its peak RSS is its own. Timing: median of
-``--runs`` forward passes after two warm-ups. segmentation-models-pytorch is a benchmark-only dependency.
+Weights: each model is first trained for ``--train-steps`` steps on the synthetic shapes (the peer where
+weights are shared, then converted), so that logits have realistic margins: with random weights the top two
+classes are near ties and any rounding flips them. Agreement is the argmax against pixelwise eager fp32.
+
+Variants: eager (fp32), fast_fp32 / fast_bf16 (/ fast_fp16 on CUDA): BatchNorm folded, channels-last, cast;
+compile: torch.compile of the fast path (bf16 on CUDA, fp32 on CPU); onnxruntime (CPU, fp32) and openvino
+(CPU, its default precision hint) when installed. Each row gives the median of ``--reps`` timed passes after
+warm-up, images/s, the ratio against the peer's eager fp32, and the achieved multiply-adds per second
+(MACs from FlopCounterMode) as a share of this machine's GEMM rate in that precision (benchmarks/machine_peak.py).
+The load average is printed before and after each case; a case that starts above 0.5 is flagged.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-NUM_CLASSES = 21
-CASES = {
-    "deeplabv3_resnet50": ("torchvision", "fast_fp32", "fast_bf16"),
-    "unet": ("eager", "fast_fp32", "fast_bf16"),
-    "deeplabv3plus_mobilenet_v2": ("smp", "eager", "fast_fp32", "fast_bf16"),
-    "deeplabv3plus_resnet50": ("smp", "eager", "fast_fp32", "fast_bf16"),
-}
+from machine_peak import gemm_rate, load_average, synchronize  # noqa: E402
 
-
-def build(case: str, variant: str) -> tuple[torch.nn.Module, torch.dtype, bool]:
-    """(model, input dtype, channels_last) for one side of the comparison; weights seeded identically."""
-    from pixelwise import create_model, from_torchvision
-    from pixelwise.infer.fast import optimize_for_cpu
-
-    torch.manual_seed(0)
-    if case == "deeplabv3_resnet50":
-        import torchvision
-
-        reference = torchvision.models.segmentation.deeplabv3_resnet50(
-            weights=None, weights_backbone=None, num_classes=NUM_CLASSES, aux_loss=False).eval()
-        randomize_batchnorm(reference)
-        if variant == "torchvision":
-            return TorchvisionOut(reference), torch.float32, False
-        model = from_torchvision(reference)
-    elif variant == "smp":
-        import segmentation_models_pytorch as smp
-
-        encoder = case.removeprefix("deeplabv3plus_")
-        model = smp.DeepLabV3Plus(encoder, encoder_weights=None, classes=NUM_CLASSES)
-        return randomize_batchnorm(model), torch.float32, False
-    elif case == "unet":
-        model = create_model("unet", NUM_CLASSES, batch_norm=True)
-    else:
-        model = create_model("deeplabv3plus", NUM_CLASSES, backbone=case.removeprefix("deeplabv3plus_"))
-    model = randomize_batchnorm(model.eval())
-    if variant in ("eager", "torchvision"):
-        return model, torch.float32, False
-    dtype = torch.bfloat16 if variant == "fast_bf16" else torch.float32
-    return optimize_for_cpu(model, torch.randn(1, 3, 64, 64), dtype), dtype, True
+CASES = ["deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large", "fcn_resnet50", "deeplabv3plus_mobilenet_v2",
+         "deeplabv3plus_mobilenet_v2_default", "unet"]
+NUM_CLASSES = 5  # the synthetic shapes' classes
+QUIET_LOAD = 0.5
 
 
-class TorchvisionOut(torch.nn.Module):
+class Unwrap(torch.nn.Module):
     """torchvision segmentation models return {"out": logits}; unwrap it."""
 
     def __init__(self, model: torch.nn.Module) -> None:
@@ -83,74 +58,159 @@ class TorchvisionOut(torch.nn.Module):
         return self.model(x)["out"]
 
 
-def randomize_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
-    """Non-trivial BatchNorm statistics, seeded, so folding has something to fold."""
-    generator = torch.Generator().manual_seed(1)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            n = module.num_features
-            module.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)
-            module.running_var.copy_(torch.rand(n, generator=generator) * 0.5 + 0.75)
+def brief_training(model: torch.nn.Module, steps: int, device: str, unwrap=lambda out: out) -> torch.nn.Module:
+    """A few SGD steps on synthetic shapes (batch 4, 128x128) so that the logits have real margins."""
+    from pixelwise.data.synthetic import SyntheticShapes
+    from pixelwise.data.transforms import build_transforms
+
+    data = SyntheticShapes("train", build_transforms(False), num_images=4 * max(steps, 1), image_size=128, seed=7)
+    model = model.to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for step in range(steps):
+        images, masks = zip(*(data[4 * step + i] for i in range(4)), strict=True)
+        logits = unwrap(model(torch.stack(images).to(device)))
+        loss = torch.nn.functional.cross_entropy(logits, torch.stack(masks).to(device), ignore_index=255)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
     return model.eval()
 
 
-def measure(case: str, variant: str, size: int, runs: int, device: str, labels_path: str) -> dict:
-    model, dtype, channels_last = build(case, variant)
-    model = model.to(device)
-    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(2)).to(device)
-    x = x.to(dtype=dtype, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    times = []
-    with torch.inference_mode():
-        for index in range(runs + 2):
-            start = time.perf_counter()
-            logits = model(x)
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            if index >= 2:
-                times.append(time.perf_counter() - start)
-    np.save(labels_path, logits.float().argmax(1).cpu().numpy())
-    seconds = statistics.median(times)
-    return {"case": case, "variant": variant, "median_s": seconds, "images_per_s": 1 / seconds,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+def build_case(case: str, train_steps: int, device: str) -> tuple[str, torch.nn.Module, torch.nn.Module]:
+    """(peer name, peer model, pixelwise eager model), both in eval mode on ``device``."""
+    import torchvision
+
+    from pixelwise import create_model, from_torchvision
+
+    torch.manual_seed(0)
+    if case in ("deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large", "fcn_resnet50"):
+        peer = getattr(torchvision.models.segmentation, case)(weights=None, weights_backbone=None,
+                                                              num_classes=NUM_CLASSES, aux_loss=False)
+        peer = Unwrap(brief_training(peer, train_steps, device, lambda out: out["out"]))
+        return "torchvision", peer, from_torchvision(peer.model.cpu()).to(device).eval()
+    if case.startswith("deeplabv3plus_mobilenet_v2"):
+        import segmentation_models_pytorch as smp
+
+        peer = brief_training(smp.DeepLabV3Plus("mobilenet_v2", encoder_weights=None, classes=NUM_CLASSES),
+                              train_steps, device)
+        options = {} if case.endswith("_default") else SMP_MATCHED
+        ours = create_model("deeplabv3plus", NUM_CLASSES, backbone="mobilenet_v2", **options)
+        return "smp", peer, brief_training(ours, train_steps, device)
+    if case == "unet":
+        ours = brief_training(create_model("unet", NUM_CLASSES, batch_norm=True), train_steps, device)
+        return "own", ours, ours
+    raise ValueError(f"unknown case {case!r}; choose from {CASES}")
+
+
+# smp's DeepLabV3Plus: separable ASPP at rates 12/24/36 (output stride 16), 256 channels, and a decoder of one
+# separable 3x3 convolution after the 48-channel low-level projection.
+SMP_MATCHED = {"separable_aspp": True, "atrous_rates": (12, 24, 36), "decoder_convs": 1}
+
+
+def multiply_adds(model: torch.nn.Module, x: torch.Tensor) -> float:
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return counter.get_total_flops() / 2
+
+
+def variants(model: torch.nn.Module, example: torch.Tensor, device: str, compile: bool) -> dict:
+    """name -> (callable on the fp32 NCHW input, precision for the peak column)."""
+    from pixelwise.infer.fast import optimize_for_cpu
+
+    def fast(dtype, compile=False):
+        module = optimize_for_cpu(model.cpu(), example.cpu(), dtype, compile=compile).to(device)
+        model.to(device)
+        return lambda x: module(x.to(dtype=dtype, memory_format=torch.channels_last))
+
+    paths = {"eager": (model, "fp32"), "fast_fp32": (fast(torch.float32), "fp32"),
+             "fast_bf16": (fast(torch.bfloat16), "bf16")}
+    if device.startswith("cuda"):
+        paths["fast_fp16"] = (fast(torch.float16), "fp16")
+        if compile:
+            paths["compile_bf16"] = (fast(torch.bfloat16, compile=True), "bf16")
+        return paths
+    if compile:
+        paths["compile_fp32"] = (fast(torch.float32, compile=True), "fp32")
+    try:
+        from pixelwise.infer.export import as_numpy, export_onnx, onnx_session
+
+        session = onnx_session(export_onnx(model.cpu()), threads=torch.get_num_threads())
+        paths["onnxruntime"] = (lambda x: torch.from_numpy(session.run(None, {"image": as_numpy(x)})[0]), "fp32")
+    except ImportError:
+        print("  (onnxruntime not installed: no onnxruntime row)")
+    return paths
+
+
+def run_case(case: str, args, peaks: dict) -> list[str]:
+    """Every path of ``case`` at every batch size of ``args.batch``: markdown rows."""
+    from pixelwise.data.synthetic import SyntheticShapes
+    from pixelwise.data.transforms import build_transforms
+
+    peer_name, peer, ours = build_case(case, args.train_steps, args.device)
+    data = SyntheticShapes("val", build_transforms(False), num_images=max(args.batch), image_size=args.size, seed=11)
+    inputs = torch.stack([data[i][0] for i in range(max(args.batch))]).to(args.device)
+    macs, peer_macs = multiply_adds(ours, inputs[:1]), multiply_adds(peer, inputs[:1])
+    paths = {"peer": (peer, "fp32"), **variants(ours, inputs[:1], args.device, case in args.compile_cases)}
+    rows = []
+    for batch in args.batch:
+        before = load_average()
+        flag = "" if before <= QUIET_LOAD else f" NOT QUIET (load {before:.2f} > {QUIET_LOAD}): do not quote"
+        print(f"\n{case}, batch {batch}, {torch.get_num_threads()} threads: pixelwise {macs / 1e9:.2f} GMACs per "
+              f"image, {peer_name} {peer_macs / 1e9:.2f} ({100 * (macs / peer_macs - 1):+.1f}%); "
+              f"load average before {before:.2f}{flag}")
+        x = inputs[:batch]
+        times: dict[str, list[float]] = {name: [] for name in paths}
+        labels = {}
+        with torch.inference_mode():
+            for rep in range(args.reps + args.warmup):
+                for name, (function, _) in paths.items():  # interleaved: every path once per rep
+                    synchronize(args.device)
+                    start = time.perf_counter()
+                    logits = function(x)
+                    synchronize(args.device)
+                    if rep >= args.warmup:
+                        times[name].append(time.perf_counter() - start)
+                    labels[name] = logits.float().argmax(1).cpu()
+        peer_seconds = statistics.median(times["peer"])
+        for name, (_, precision) in paths.items():
+            seconds = statistics.median(times[name])
+            share = batch * (peer_macs if name == "peer" else macs) / seconds / 1e9 / peaks[precision]
+            agreement = (labels[name] == labels["eager"]).float().mean().item()
+            label = {"peer": f"{peer_name} eager", "eager": "pixelwise eager"}.get(name, name)
+            rows.append(f"| {case} | {batch} | {torch.get_num_threads()} | {label} | {1000 * seconds:.1f} | "
+                        f"{batch / seconds:.2f} | {peer_seconds / seconds:.2f}x | {100 * share:.0f}% {precision} | "
+                        f"{100 * agreement:.2f}%{' (load)' if flag else ''} |")
+            print(rows[-1], flush=True)
+        print(f"load average after {load_average():.2f}")
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--cases", nargs="*", default=list(CASES))
-    parser.add_argument("--one", nargs=3, metavar=("CASE", "VARIANT", "LABELS"), help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, os.cpu_count()])
+    parser.add_argument("--batch", type=int, nargs="+", default=[1])
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--train-steps", type=int, default=30)
+    parser.add_argument("--cases", nargs="+", default=CASES, choices=CASES)
+    parser.add_argument("--compile-cases", nargs="*", default=CASES, choices=CASES,
+                        help="the cases that also get a torch.compile row (compiling takes a minute each)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    if args.one:
-        print(json.dumps(measure(args.one[0], args.one[1], args.size, args.runs, args.device, args.one[2])))
-        return
-    print(f"torch {torch.__version__}, {args.threads} threads, {args.size}x{args.size}, median of {args.runs}")
-    print("| case | variant | images/s | speed-up | peak RSS (MB) | argmax agreement |")
-    print("|---|---|---|---|---|---|")
+    cuda = args.device.startswith("cuda")
+    print(f"torch {torch.__version__}, {args.size}x{args.size}, median of {args.reps} interleaved reps")
+    header = ("| case | batch | threads | path | ms | images/s | vs peer | of GEMM peak | argmax agreement |\n"
+              "|---|---|---|---|---|---|---|---|---|")
     rows = []
-    with tempfile.TemporaryDirectory() as scratch:
+    for threads in [torch.get_num_threads()] if cuda else args.threads:
+        torch.set_num_threads(threads)
+        peaks = {p: gemm_rate(p, args.device) for p in (["fp32", "bf16", "fp16"] if cuda else ["fp32", "bf16"])}
+        print(f"{threads} threads: GEMM peak " + ", ".join(f"{p} {r:.0f} GMAC/s" for p, r in peaks.items()))
         for case in args.cases:
-            results = {}
-            for variant in CASES[case]:
-                labels = os.path.join(scratch, f"{case}-{variant}.npy")
-                command = [sys.executable, __file__, "--one", case, variant, labels, "--runs", str(args.runs),
-                           "--size", str(args.size), "--threads", str(args.threads), "--device", args.device]
-                output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-                results[variant] = json.loads(output.strip().splitlines()[-1])
-                results[variant]["labels"] = np.load(labels)
-            baseline_name = CASES[case][0]
-            reference_name = "eager" if "eager" in results else baseline_name
-            for variant, result in results.items():
-                speedup = result["images_per_s"] / results[baseline_name]["images_per_s"]
-                agreement = (result["labels"] == results[reference_name]["labels"]).mean()
-                agrees = "n/a (other weights)" if variant == "smp" else f"{100 * agreement:.3f}% vs {reference_name}"
-                row = (f"| {case} | {variant} | {result['images_per_s']:.2f} | {speedup:.2f}x vs {baseline_name} | "
-                       f"{result['peak_rss_mb']:.0f} | {agrees} |")
-                rows.append(row)
-                print(row, flush=True)
+            rows += run_case(case, args, peaks)
+    print("\n" + header)
+    print("\n".join(rows))
 
 
 if __name__ == "__main__":

@@ -1,58 +1,103 @@
 #!/usr/bin/env bash
-# The CUDA checks and figures, run once on a GPU machine from the repository root:
+# The CUDA checks and figures, in one go on one GPU machine, from the repository root:
 #   OUT=/some/dir bash benchmarks/cuda_session.sh
+# Budget: BUDGET seconds in all (default 540); the benchmarks come first, each under its own timeout, and the
+# CamVid training takes what is left (at most TRAIN_SECONDS, default 600), so the script ends in time.
 # It expects CamVid (train and val, SegNet layout) in $CAMVID (default .camvid_jpeg: the SegNet PNGs
-# re-encoded as JPEG quality 95 to fit a 64 MiB transfer; label maps untouched) and writes into $OUT:
-# session.log (every figure) and the trained CamVid run (best checkpoint, metrics, plots) as a tar in
-# 15 MB parts. Rehearse it on a CPU with DEVICE=cpu TRAIN_SECONDS=20 BATCH=2 MIN_STEPS=4 WORKERS=2 PROBE_SECONDS=900 REHEARSE=1 (skips the benchmarks).
+# re-encoded as JPEG quality 95 to fit a 64 MiB transfer, label maps untouched; make it with
+# `python benchmarks/camvid_jpeg.py`). Python packages missing there (smp, pypng) come as wheels in .whl/.
+# Writes into $OUT: session.log (every figure) and the trained run (best weights, metrics, plots) as a tar
+# in 15 MB parts. Rehearse on a CPU: DEVICE=cpu REHEARSE=1 BUDGET=300 OUT=/tmp/out bash benchmarks/cuda_session.sh
 set -uo pipefail
-export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+START=$(date +%s)
+BUDGET=${BUDGET:-540}
 DEVICE=${DEVICE:-cuda}
 CAMVID=${CAMVID:-.camvid_jpeg}
-TRAIN_SECONDS=${TRAIN_SECONDS:-150}
-BATCH=${BATCH:-16}
 PY=${PYTHON:-python3}
 LOG="$OUT/session.log"
 exec > >(tee -a "$LOG") 2>&1
 
-section() { echo; echo "=== $* ($(date -u +%H:%M:%S))"; }
+section() { echo; echo "=== $* ($(( $(date +%s) - START )) s)"; }
+left() { echo $(( BUDGET - ($(date +%s) - START) )); }
+# Rehearsal: tiny sizes, so that every section runs on a CPU in minutes.
+small() { if [ -n "${REHEARSE:-}" ]; then echo "$2"; else echo "$1"; fi; }
 
 section environment
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
-"$PY" -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'cuda', torch.cuda.is_available())"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>/dev/null
+lscpu | grep -m1 "Model name"
+if [ -d .whl ]; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
+"$PY" -c "import torch, torchvision, segmentation_models_pytorch as smp; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'smp', smp.__version__, 'cuda', torch.cuda.is_available())"
 
-if [ -z "${REHEARSE:-}" ]; then
-section "training throughput per precision (quickstart U-Net)"
-timeout 80 "$PY" benchmarks/train_speed.py --device "$DEVICE" --steps 20
+section "machine peak"
+timeout 60 "$PY" benchmarks/machine_peak.py --device "$DEVICE" --threads 1
+
+section "training throughput: smp against pixelwise on the same in-memory batches, and the per-image loader"
+timeout 120 "$PY" benchmarks/train_vs_smp.py --device "$DEVICE" --data "$CAMVID" --batch "$(small 16 2)" \
+  --steps "$(small 30 2)" --warmup "$(small 5 1)" --workers "$(small 12 2)"
+
+section "trainer images/s, CamVid DeepLabv3+ MobileNetV2 recipe: per-image loader (12 workers) vs data.in_memory"
+recipe=configs/camvid/deeplabv3plus_mobilenetv2.yaml
+probe=$(mktemp -d)
+for in_memory in false true; do
+  timeout 90 "$PY" -m pixelwise train --config "$recipe" --out "$probe/$in_memory" --set "data.root=$CAMVID" \
+    --set "train.device=$DEVICE" --set model.options.pretrained_backbone=false --set "train.batch_size=$(small 16 2)" \
+    --set "data.num_workers=$(small 12 2)" --set train.progress=false --set "data.in_memory=$in_memory" \
+    --set "train.steps=$(small 60 4)" --set "train.log_every=$(small 20 2)" --set eval.every=100000 \
+    --set train.checkpoint_every=100000 --set eval.plot_images=0 > "$probe/$in_memory.log" 2>&1 \
+    || tail -5 "$probe/$in_memory.log"
+  "$PY" -c "import json, sys; rows = [json.loads(l) for l in open(sys.argv[1]) if 'images_per_s' in l]; print('data.in_memory=$in_memory:', ', '.join(f\"{r['images_per_s']:.0f}\" for r in rows), 'images/s per log window')" "$probe/$in_memory/metrics.jsonl"
+done
+
+section "inference: torchvision / smp / pixelwise eager, fast bf16 and fp16, torch.compile"
+timeout 150 "$PY" benchmarks/bench_inference.py --device "$DEVICE" --batch 1 8 --reps "$(small 10 2)" \
+  --warmup "$(small 3 1)" --size "$(small 512 128)" --train-steps "$(small 30 2)" \
+  --compile-cases unet \
+  --cases $(small "deeplabv3_resnet50 deeplabv3_mobilenet_v3_large fcn_resnet50 deeplabv3plus_mobilenet_v2 deeplabv3plus_mobilenet_v2_default unet" "unet")
+
+section "dense CRF, 512x512, 21 labels, 10 iterations"
+if [ "$DEVICE" = cuda ]; then
+  for batch in 1 8; do timeout 40 "$PY" benchmarks/bench_crf.py --device cuda --batch $batch --seconds 8; done
 fi
 
-section "CamVid DeepLabv3+ MobileNetV2 from scratch, bf16, throughput probe"
-recipe=configs/camvid/deeplabv3plus_mobilenetv2.yaml
-common=(--set "data.root=$CAMVID" --set "train.device=$DEVICE" --set model.options.pretrained_backbone=false
-        --set train.batch_size=$BATCH --set data.num_workers=${WORKERS:-12} --set train.progress=false --set train.precision=bf16)
-probe=$(mktemp -d)
-timeout ${PROBE_SECONDS:-75} "$PY" -m pixelwise train --config "$recipe" --out "$probe/run" "${common[@]}" \
-  --set train.steps=40 --set train.log_every=10 --set eval.every=100000 --set train.checkpoint_every=100000 \
-  --set eval.plot_images=0 > "$probe/log" 2>&1 || tail -20 "$probe/log"
-rate=$("$PY" - "$probe/run/metrics.jsonl" <<'PY'
+section "CUDA tests"
+timeout 60 "$PY" -m pytest -q -p no:cacheprovider tests/test_crf_dense.py tests/test_crf_crfasrnn.py tests/test_in_memory.py -k "cuda or in_memory" 2>&1 | tail -3
+
+train_seconds=$(( $(left) - 75 ))
+[ "$train_seconds" -gt "${TRAIN_SECONDS:-600}" ] && train_seconds=${TRAIN_SECONDS:-600}
+section "CamVid U-Net from scratch (configs/camvid/unet_gpu.yaml), ${train_seconds} s"
+run="$OUT/camvid-unet-gpu"
+recipe=configs/camvid/unet_gpu.yaml
+common=(--set "data.root=$CAMVID" --set "train.device=$DEVICE" --set train.progress=false)
+if [ -n "${REHEARSE:-}" ]; then common+=(--set train.batch_size=2 --set data.crop_size=[64,96] --set eval.batch_size=8); fi
+# Steps from the measured rate: a short probe run of the same recipe.
+timeout 60 "$PY" -m pixelwise train --config "$recipe" --out "$probe/unet" "${common[@]}" --set "train.steps=$(small 40 4)" \
+  --set "train.log_every=$(small 20 2)" --set eval.every=100000 --set train.checkpoint_every=100000 \
+  --set eval.plot_images=0 > "$probe/unet.log" 2>&1 || tail -5 "$probe/unet.log"
+steps=$("$PY" - "$probe/unet/metrics.jsonl" "$train_seconds" "$recipe" <<'PY'
 import json, sys
-try:
-    rows = [json.loads(line) for line in open(sys.argv[1]) if '"images_per_s"' in line]
-    print(max(row["images_per_s"] for row in rows[1:] or rows))
-except (OSError, ValueError):
-    print(100.0)  # the probe failed: assume 100 images/s; the training's own timeout bounds the run
+import yaml
+rows = [json.loads(line) for line in open(sys.argv[1]) if '"images_per_s"' in line]
+rate = rows[-1]["images_per_s"]
+batch = yaml.safe_load(open(sys.argv[3]))["train"]["batch_size"]
+# 5 validations of the 101 val images take a few seconds each; keep 8% for them.
+print(max(8, int(0.92 * float(sys.argv[2]) * rate / batch) // 8 * 8))
 PY
 )
-steps=$("$PY" -c "s = int($TRAIN_SECONDS * $rate / $BATCH); print(max(${MIN_STEPS:-100}, s // 100 * 100 or s))")
-echo "probe: ${rate} images/s at batch $BATCH -> ${steps} steps for ${TRAIN_SECONDS} s"
-
-section "CamVid DeepLabv3+ MobileNetV2 from scratch, bf16, ${steps} steps"
-run="$OUT/camvid-dlv3p"
-timeout $((TRAIN_SECONDS + 120)) "$PY" -m pixelwise train --config "$recipe" --out "$run" "${common[@]}" \
-  --set "train.steps=$steps" --set train.log_every=100 --set "eval.every=$((steps / 4))" \
-  --set "train.checkpoint_every=$((steps / 4))" 2>&1 | grep -v "^ *$" | tail -40
-tail -3 "$run/metrics.jsonl"
-tar -C "$OUT" -cf - camvid-dlv3p/best camvid-dlv3p/metrics.jsonl camvid-dlv3p/config.yaml \
-    $(cd "$OUT" && ls camvid-dlv3p/*.png 2>/dev/null) | split -b 15m - "$OUT/camvid-dlv3p.tar.part-"
-rm -rf "$run"
+echo "probe: $(grep images_per_s "$probe/unet/metrics.jsonl" | tail -1) -> ${steps} steps"
+timeout $((train_seconds + 60)) "$PY" -m pixelwise train --config "$recipe" --out "$run" "${common[@]}" \
+  --set "train.steps=$steps" --set train.log_every=$((steps / 20 > 0 ? steps / 20 : 1)) \
+  --set "eval.every=$((steps / 5 > 0 ? steps / 5 : 1))" --set "train.checkpoint_every=$steps" 2>&1 | tail -25
+section "evaluation of the best checkpoint: plain, flip, dense CRF"
+for extra in "" "--flip" "--crf"; do
+  timeout 40 "$PY" -m pixelwise eval --checkpoint "$run/best" --data "camvid:$CAMVID" --split val $extra --device "$DEVICE" \
+    2>&1 | grep -E "^mean|pixel accuracy|^[a-z/]+ +[0-9]" | tr '\n' ';'; echo " <- eval $extra"
+done
+tar -C "$OUT" -cf - camvid-unet-gpu/best camvid-unet-gpu/metrics.jsonl camvid-unet-gpu/config.yaml \
+    $(cd "$OUT" && ls camvid-unet-gpu/*.png 2>/dev/null) | split -b 15m - "$OUT/camvid-unet-gpu.tar.part-"
+rm -rf "$run" "$probe"
+section done
 ls -la "$OUT"

@@ -131,8 +131,9 @@ class DeepLabV3Plus(SegmentationModel):
     """The v3 encoder plus a decoder: (N, in_channels, H, W) -> logits (N, num_classes, H, W).
 
     Decoder: the stride-4 backbone features are reduced to 48 channels (1x1 conv + BN + ReLU) and
-    concatenated with the ASPP output upsampled to stride 4; two 3x3 convolutions of 256 channels
-    (depthwise-separable with ``separable_decoder=True``, the default) and a 1x1 classifier follow,
+    concatenated with the ASPP output upsampled to stride 4; ``decoder_convs`` 3x3 convolutions of 256
+    channels (two in the paper, which also tried one; depthwise-separable with ``separable_decoder=True``,
+    the default) and a 1x1 classifier follow,
     then a 4x upsampling. ``separable_aspp=True`` makes the ASPP's 3x3 branches separable too; its
     default, None, is the paper's choice for the backbone: separable on Xception-65 (the paper's best
     models, 54.17B multiply-adds at 513x513), regular 3x3 branches on the others.
@@ -143,6 +144,7 @@ class DeepLabV3Plus(SegmentationModel):
         num_classes: int = 21,
         backbone: str = "xception65",
         separable_decoder: bool = True,  # what sets this model apart first, then the options of the encoder
+        decoder_convs: int = 2,
         separable_aspp: bool | None = None,
         in_channels: int = 3,
         output_stride: int = 16,
@@ -162,12 +164,12 @@ class DeepLabV3Plus(SegmentationModel):
         self.aspp = ASPP(self.backbone.channels[-1], 256, rates, separable_aspp)
         self.upsample_aspp = ScoreUpsample(256, output_stride // 4, upsampling)
         self.reduce_low_level = ConvBNReLU(self.backbone.channels[self.low_level_index], 48, 1)
-        if separable_decoder:
-            self.decoder = nn.Sequential(
-                SeparableConv2d(256 + 48, 256, depthwise_norm=True), SeparableConv2d(256, 256, depthwise_norm=True)
-            )
-        else:
-            self.decoder = nn.Sequential(ConvBNReLU(256 + 48, 256, 3), ConvBNReLU(256, 256, 3))
+        if decoder_convs < 1:
+            raise ValueError(f"decoder_convs must be at least 1, got {decoder_convs}")
+        widths = [256 + 48] + [256] * decoder_convs
+        self.decoder = nn.Sequential(*(
+            SeparableConv2d(width, 256, depthwise_norm=True) if separable_decoder else ConvBNReLU(width, 256, 3)
+            for width in widths[:-1]))
         self.classifier = nn.Conv2d(256, num_classes, 1)
         self.upsample = ScoreUpsample(num_classes, 4, upsampling)
 

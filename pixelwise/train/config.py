@@ -70,6 +70,9 @@ class DataConfig:
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
     num_workers: int = 0
+    # Decode the training images once and keep them (uint8) on the training device; augment whole batches
+    # there (pixelwise.data.in_memory). For data sets that fit in memory; scale, crop and flips only.
+    in_memory: bool = False
 
 
 @dataclass

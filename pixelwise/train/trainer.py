@@ -40,6 +40,7 @@ from tqdm import tqdm
 from pixelwise.card import DataSource, RunCard
 from pixelwise.checkpoint import save_model
 from pixelwise.data import build_dataset, median_frequency_weights, resolve_root
+from pixelwise.data.in_memory import InMemoryBatches, unsupported_augmentations
 from pixelwise.data.transforms import Normalization, build_transforms
 from pixelwise.fileio import atomic_write
 from pixelwise.models import create_model, model_options
@@ -88,8 +89,9 @@ def write_config(config: Config, run_dir: Path) -> None:
         yaml.safe_dump(config_to_dict(config), handle, sort_keys=False)
 
 
-def build_datasets(config: Config, transforms: bool = True) -> tuple[Dataset, Dataset]:
-    """(train set, val set); with ``transforms`` the train set augments and both normalise."""
+def build_datasets(config: Config, transforms: bool = True, train_transforms: bool = True) -> tuple[Dataset, Dataset]:
+    """(train set, val set); with ``transforms`` the train set augments (unless ``train_transforms`` is
+    False: the in-memory path augments whole batches) and both normalise."""
     data = config.data
     root = resolve_root(data.root)
     train_transform = val_transform = None
@@ -104,9 +106,23 @@ def build_datasets(config: Config, transforms: bool = True) -> tuple[Dataset, Da
             blur=data.blur, noise=data.noise, mean=data.mean, std=data.std, intensity=data.intensity,
         )
         val_transform = build_transforms(False, mean=data.mean, std=data.std, intensity=data.intensity)
-    train_set = build_dataset(data.name, root, data.train_split, train_transform, **data.options)
+    train_set = build_dataset(data.name, root, data.train_split, train_transform if train_transforms else None,
+                              **data.options)
     val_set = build_dataset(data.name, root, data.val_split, val_transform, **{**data.options, **data.val_options})
     return train_set, val_set
+
+
+def in_memory_batches(config: Config, train_set: Dataset, samples, device: torch.device) -> InMemoryBatches:
+    """The training batches cut on ``device`` from a decoded copy of the train set (``data.in_memory``)."""
+    data = config.data
+    batches = InMemoryBatches(
+        train_set, samples, device, config.train.batch_size,
+        crop_size=tuple(data.crop_size) if isinstance(data.crop_size, list) else data.crop_size,
+        scale_range=tuple(data.scale_range) if data.scale_range else None, hflip=data.hflip, vflip=data.vflip,
+        normalization=Normalization(tuple(data.mean), tuple(data.std), data.intensity))
+    if is_main_process():
+        print(f"data.in_memory: {len(train_set)} training images decoded, {batches.nbytes / 2**20:.0f} MiB on {device}")
+    return batches
 
 
 def build_model(config: Config, dataset: Dataset) -> nn.Module:
@@ -170,13 +186,17 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> T
         # Caught before anything is written: the first batch would fail to stack images of different sizes.
         raise ValueError(f"data.scale_range resizes each image by its own factor, so batches of train.batch_size "
                          f"{settings.batch_size} need data.crop_size to give them one size (or data.scale_range: null)")
+    if config.data.in_memory and unsupported_augmentations(config.data):
+        raise ValueError(f"data.in_memory augments by scale, crop and flips only; turn off "
+                         f"{', '.join('data.' + name for name in unsupported_augmentations(config.data))} "
+                         "or data.in_memory")
     if settings.threads:
         torch.set_num_threads(settings.threads)
     device = setup(settings.device, settings.dist_timeout)
     # The same seed on every rank: identical initial weights and dropout streams (rank 0's RNG is saved).
     make_reproducible(settings.seed, settings.deterministic)
 
-    train_set, val_set = build_datasets(config)
+    train_set, val_set = build_datasets(config, train_transforms=not config.data.in_memory)
     model = build_model(config, train_set).to(device)
     if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -230,16 +250,18 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> T
     log = MetricsLog(run_dir / METRICS_FILE, keep_until_step=start_step)
     writer = tensorboard_writer(run_dir)
 
-    loader = DataLoader(
-        SeededSamples(train_set), batch_size=settings.batch_size,
-        sampler=train_sampler(len(train_set), settings.seed, stream_start),
-        num_workers=config.data.num_workers, pin_memory=device.type == "cuda",
-        # Its own generator: creating the loader must not draw from the global RNG the model uses.
-        generator=torch.Generator(),
-    )
+    samples = train_sampler(len(train_set), settings.seed, stream_start)
+    if config.data.in_memory:
+        batches = in_memory_batches(config, train_set, samples, device)
+    else:
+        batches = iter(DataLoader(
+            SeededSamples(train_set), batch_size=settings.batch_size, sampler=samples,
+            num_workers=config.data.num_workers, pin_memory=device.type == "cuda",
+            # Its own generator: creating the loader must not draw from the global RNG the model uses.
+            generator=torch.Generator(),
+        ))
     val_loader = DataLoader(val_set, batch_size=config.eval.batch_size, sampler=eval_shard(len(val_set)),
                             num_workers=config.data.num_workers)
-    batches = iter(loader)
     card = run_card(config, train_set, model)
 
     progress = tqdm(total=settings.steps, initial=start_step, disable=not (is_main_process() and settings.progress),

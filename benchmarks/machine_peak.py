@@ -1,0 +1,88 @@
+"""The machine's limits: sustained matrix-multiply rate (fp32, bf16) and memory bandwidth.
+
+    .venv/bin/python benchmarks/machine_peak.py [--threads 1 2] [--device cpu|cuda] [--json peak.json]
+
+GEMM: ``torch.mm`` of two large square matrices (4096 on CPU, 8192 on CUDA), the best of the timed runs,
+in GMAC/s (one multiply-add = 2 FLOP): the rate the machine sustains for a whole product of a second.
+bf16 on CPUs with AMX or AVX512-BF16 runs on those units.
+Bandwidth: a 512 MiB copy, counted as bytes read plus bytes written. The inference benchmark reads the
+same functions, so its "% of peak" column divides by rates measured the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import torch
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(function, device: str, runs: int, best: bool = False) -> float:
+    """Median (or with ``best`` the shortest) seconds of ``runs`` calls after two warm-ups."""
+    times = []
+    for index in range(runs + 2):
+        synchronize(device)
+        start = time.perf_counter()
+        function()
+        synchronize(device)
+        if index >= 2:
+            times.append(time.perf_counter() - start)
+    return min(times) if best else statistics.median(times)
+
+
+def gemm_rate(dtype: str, device: str = "cpu", size: int | None = None, runs: int = 3) -> float:
+    """Sustained GMAC/s of an n x n x n matrix product in ``dtype`` on the current thread count."""
+    size = size or (8192 if device.startswith("cuda") else 4096)
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=generator).to(device=device, dtype=DTYPES[dtype])
+    b = torch.randn(size, size, generator=generator).to(device=device, dtype=DTYPES[dtype])
+    seconds = timed(lambda: torch.mm(a, b), device, runs, best=True)
+    return size**3 / seconds / 1e9
+
+
+def copy_bandwidth(device: str = "cpu", mib: int = 512, runs: int = 5) -> float:
+    """GB/s of a large tensor copy, bytes read plus bytes written."""
+    source = torch.ones(mib * 2**20 // 4, device=device)
+    target = torch.empty_like(source)
+    seconds = timed(lambda: target.copy_(source), device, runs)
+    return 2 * source.nbytes / seconds / 1e9
+
+
+def load_average() -> float:
+    return os.getloadavg()[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, os.cpu_count()])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}; load average before {load_average():.2f}")
+    rows = []
+    dtypes = ["fp32", "bf16"] + (["fp16"] if args.device.startswith("cuda") else [])
+    for threads in args.threads if args.device == "cpu" else [torch.get_num_threads()]:
+        torch.set_num_threads(threads)
+        row = {"device": args.device, "threads": threads, **{f"{d}_gmacs": gemm_rate(d, args.device) for d in dtypes},
+               "copy_gbs": copy_bandwidth(args.device)}
+        rows.append(row)
+        rates = ", ".join(f"{d} GEMM {row[f'{d}_gmacs']:.0f} GMAC/s" for d in dtypes)
+        print(f"{args.device}, {threads} thread(s): {rates}; copy {row['copy_gbs']:.1f} GB/s")
+    print(f"load average after {load_average():.2f}")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(rows, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()
