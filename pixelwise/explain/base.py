@@ -3,6 +3,7 @@ the synthetic set, and the boundary F-score that shows what skips and decoders b
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,11 @@ from torch import nn
 
 from pixelwise.data.base import IGNORE_INDEX
 from pixelwise.data.synthetic import SyntheticShapes
+from pixelwise.fileio import atomic_write
+
+# Figures are saved at this resolution and never cropped ("tight" boxes), so a figure of (w, h) inches is a
+# PNG of exactly (round(100 w), round(100 h)) pixels: the size the tests check.
+FIGURE_DPI = 100
 
 
 @dataclass
@@ -30,6 +36,18 @@ class Explained:
     caption: str
     source: str
     extras: dict[str, Any] = field(default_factory=dict)  # arrays a notebook may want; never written
+
+
+def save_figure(figure: Figure, path: str | os.PathLike) -> None:
+    """Write ``figure`` as a PNG of its exact pixel size (``FIGURE_DPI``), atomically."""
+    with atomic_write(path) as file:
+        figure.savefig(file, format="png", dpi=FIGURE_DPI)
+
+
+def figure_pixels(figure: Figure) -> tuple[int, int]:
+    """The (width, height) in pixels of ``figure`` once saved by :func:`save_figure`."""
+    width, height = figure.get_size_inches()
+    return round(width * FIGURE_DPI), round(height * FIGURE_DPI)
 
 
 def synthetic_batch(split: str, count: int, image_size: int = 64, num_classes: int = 5,
