@@ -4,7 +4,7 @@
     python benchmarks/bench_inference.py --device cuda --batch 1 8
 
 Cases (512x512 input; the peer first):
-- deeplabv3_resnet50, deeplabv3_mobilenet_v3_large, fcn_resnet50: torchvision eager against
+- deeplabv3_resnet50, deeplabv3_mobilenet_v3_large, fcn_resnet50, lraspp_mobilenet_v3_large: torchvision eager against
   ``pixelwise.from_torchvision`` of the same weights.
 - deeplabv3plus_mobilenet_v2: segmentation_models_pytorch's DeepLabV3Plus(mobilenet_v2) against pixelwise
   configured to the same architecture (separable ASPP at rates 12/24/36, one separable decoder convolution);
@@ -41,7 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine_peak import gemm_rate, load_average, synchronize  # noqa: E402
 
-CASES = ["deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large", "fcn_resnet50", "deeplabv3plus_mobilenet_v2",
+TORCHVISION_CASES = ["deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large", "fcn_resnet50", "lraspp_mobilenet_v3_large"]
+CASES = [*TORCHVISION_CASES, "deeplabv3plus_mobilenet_v2",
          "deeplabv3plus_mobilenet_v2_default", "unet"]
 NUM_CLASSES = 5  # the synthetic shapes' classes
 QUIET_LOAD = 0.5
@@ -83,11 +84,12 @@ def build_case(case: str, train_steps: int, device: str) -> tuple[str, torch.nn.
     from pixelwise import create_model, from_torchvision
 
     torch.manual_seed(0)
-    if case in ("deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large", "fcn_resnet50"):
+    if case in TORCHVISION_CASES:
         peer = getattr(torchvision.models.segmentation, case)(weights=None, weights_backbone=None,
-                                                              num_classes=NUM_CLASSES, aux_loss=False)
+                                                              num_classes=NUM_CLASSES)
         peer = Unwrap(brief_training(peer, train_steps, device, lambda out: out["out"]))
-        return "torchvision", peer, from_torchvision(peer.model.cpu()).to(device).eval()
+        ours = from_torchvision(peer.model.cpu()).to(device).eval()
+        return "torchvision", peer.to(device), ours
     if case.startswith("deeplabv3plus_mobilenet_v2"):
         import segmentation_models_pytorch as smp
 

@@ -15,6 +15,7 @@ TORCHVISION_BUILDERS = {
     "deeplabv3_resnet50": tv.deeplabv3_resnet50,
     "deeplabv3_resnet101": tv.deeplabv3_resnet101,
     "deeplabv3_mobilenet_v3_large": tv.deeplabv3_mobilenet_v3_large,
+    "lraspp_mobilenet_v3_large": tv.lraspp_mobilenet_v3_large,
 }
 
 
@@ -32,7 +33,8 @@ def randomized(model: nn.Module) -> nn.Module:
 
 @pytest.mark.parametrize("name", list(TORCHVISION_BUILDERS))
 def test_outputs_equal_torchvisions(name: str) -> None:
-    reference = randomized(TORCHVISION_BUILDERS[name](weights=None, weights_backbone=None, aux_loss=True))
+    aux = {} if name.startswith("lraspp") else {"aux_loss": True}  # LRASPP has no auxiliary head
+    reference = randomized(TORCHVISION_BUILDERS[name](weights=None, weights_backbone=None, **aux))
     model = from_torchvision(reference)
     assert not model.training
     assert model.pixelwise_config["name"] == name.split("_")[0]
@@ -54,8 +56,8 @@ def test_converted_model_saves_and_loads(tmp_path) -> None:
 
 
 def test_other_models_are_refused() -> None:
-    with pytest.raises(ValueError, match="takes a torchvision FCN or DeepLabV3"):
-        from_torchvision(tv.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None))
+    with pytest.raises(ValueError, match="takes a torchvision FCN, DeepLabV3 or LRASPP, got Sequential"):
+        from_torchvision(nn.Sequential(nn.Conv2d(3, 2, 1)))
 
 
 def count(model: nn.Module) -> int:
@@ -75,3 +77,6 @@ def test_parameter_counts_match_torchvision() -> None:
     fcn = tv.fcn_resnet50(weights=None, weights_backbone=None, num_classes=21, aux_loss=True)
     assert count(fcn) == tv.FCN_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1.meta["num_params"]
     assert count(create_model("fcn", 21, backbone="resnet50")) == count(fcn) - count(fcn.aux_classifier) == 32_957_013
+    lraspp = tv.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=21)
+    assert count(lraspp) == tv.LRASPP_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1.meta["num_params"]
+    assert count(create_model("lraspp", 21)) == count(lraspp) == 3_221_538

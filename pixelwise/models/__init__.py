@@ -19,6 +19,7 @@ from pixelwise.models.deeplab import DeepLabV1, DeepLabV2, DeepLabV3, DeepLabV3P
 from pixelwise.models.fcn import FCN
 from pixelwise.models.fcn_resnet import BackboneFCN
 from pixelwise.models.hypercolumn import Hypercolumn
+from pixelwise.models.lraspp import LRASPP
 from pixelwise.models.torchvision_compat import TORCHVISION_WEIGHTS, load_torchvision_weights, torchvision_options
 from pixelwise.models.unet import UNet
 from pixelwise.options import check_options, keyword_parameters
@@ -67,6 +68,10 @@ MODELS: dict[str, ModelEntry] = {
     ),
     "fcn": ModelEntry(
         BackboneFCN, FCN_PAPER + " (torchvision's FCN head on a dilated ResNet)", ("resnet50", "resnet101")
+    ),
+    "lraspp": ModelEntry(
+        LRASPP, "Howard et al., Searching for MobileNetV3, ICCV 2019 (the LR-ASPP head)",
+        ("mobilenet_v3_large", "mobilenet_v2"),
     ),
 }
 

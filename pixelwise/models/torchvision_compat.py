@@ -1,15 +1,15 @@
 """torchvision's segmentation models as pixelwise models, with the same weights and outputs.
 
-``from_torchvision(tv_model)`` rebuilds torchvision's ``fcn_resnet50/101``, ``deeplabv3_resnet50/101``
-and ``deeplabv3_mobilenet_v3_large`` with ``create_model`` (so ``save_model`` works) and copies their
-weights. ``create_model(..., weights="torchvision")`` does the same from torchvision's published
-checkpoints (COCO images, the 21 VOC classes).
+``from_torchvision(tv_model)`` rebuilds torchvision's ``fcn_resnet50/101``, ``deeplabv3_resnet50/101``,
+``deeplabv3_mobilenet_v3_large`` and ``lraspp_mobilenet_v3_large`` with ``create_model`` (so ``save_model``
+works) and copies their weights. ``create_model(..., weights="torchvision")`` does the same from
+torchvision's published checkpoints (COCO images, the 21 VOC classes).
 
 What makes the two the same network: our ResNet and MobileNet backbones keep torchvision's layer
-names and dilation pattern; our ``fcn`` head is torchvision's FCNHead; ``deeplabv3`` with
-``head="torchvision"`` adds torchvision's extra 3x3 conv + BN + ReLU after the ASPP, whose rates are
-12/24/36 in torchvision at both output stride 8 (ResNet) and 16 (MobileNetV3). The auxiliary
-classifier is dropped: it only adds a training loss.
+names and dilation pattern; our ``lraspp`` head keeps torchvision's names; our ``fcn`` head is
+torchvision's FCNHead; ``deeplabv3`` with ``head="torchvision"`` adds torchvision's extra 3x3 conv + BN +
+ReLU after the ASPP, whose rates are 12/24/36 in torchvision at both output stride 8 (ResNet) and 16
+(MobileNetV3). The auxiliary classifier is dropped: it only adds a training loss.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ TORCHVISION_WEIGHTS = {
     ("deeplabv3", "resnet50"): tv.DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1,
     ("deeplabv3", "resnet101"): tv.DeepLabV3_ResNet101_Weights.COCO_WITH_VOC_LABELS_V1,
     ("deeplabv3", "mobilenet_v3_large"): tv.DeepLabV3_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1,
+    ("lraspp", "mobilenet_v3_large"): tv.LRASPP_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1,
 }
 TORCHVISION_ARCHITECTURE: dict[tuple[str, str], dict[str, Any]] = {
     ("fcn", "resnet50"): {"output_stride": 8},
@@ -35,6 +36,7 @@ TORCHVISION_ARCHITECTURE: dict[tuple[str, str], dict[str, Any]] = {
     ("deeplabv3", "resnet50"): {"output_stride": 8, "atrous_rates": (12, 24, 36), "head": "torchvision"},
     ("deeplabv3", "resnet101"): {"output_stride": 8, "atrous_rates": (12, 24, 36), "head": "torchvision"},
     ("deeplabv3", "mobilenet_v3_large"): {"output_stride": 16, "atrous_rates": (12, 24, 36), "head": "torchvision"},
+    ("lraspp", "mobilenet_v3_large"): {"output_stride": 16},
 }
 
 
@@ -73,7 +75,7 @@ def load_torchvision_weights(model: nn.Module, name: str, backbone: str) -> None
 
 
 def from_torchvision(tv_model: nn.Module) -> nn.Module:
-    """The pixelwise model equal to a torchvision FCN or DeepLabV3 (ResNet-50/101, MobileNetV3-Large).
+    """The pixelwise model equal to a torchvision FCN, DeepLabV3 (ResNet-50/101, MobileNetV3-Large) or LRASPP.
 
     The result is built by ``create_model`` (``save_model`` works), holds copies of ``tv_model``'s
     weights and is in the same train/eval mode; its output equals torchvision's ``out``.
@@ -84,8 +86,11 @@ def from_torchvision(tv_model: nn.Module) -> nn.Module:
         name = "deeplabv3"
     elif isinstance(tv_model, tv.FCN):
         name = "fcn"
+    elif isinstance(tv_model, tv.LRASPP):
+        name = "lraspp"
     else:
-        raise ValueError(f"from_torchvision takes a torchvision FCN or DeepLabV3, got {type(tv_model).__name__}")
+        raise ValueError("from_torchvision takes a torchvision FCN, DeepLabV3 or LRASPP, "
+                         f"got {type(tv_model).__name__}")
     body = tv_model.backbone
     if hasattr(body, "layer4"):
         depth = {6: "resnet50", 23: "resnet101"}.get(len(body.layer3))
@@ -106,7 +111,11 @@ def from_torchvision(tv_model: nn.Module) -> nn.Module:
         aspp = tv_model.classifier[0]
         options["head"] = "torchvision"
         options["atrous_rates"] = tuple(branch[0].dilation[0] for branch in list(aspp.convs)[1:-1])
-    num_classes = tv_model.classifier[-1].out_channels
+    if name == "lraspp":
+        num_classes = tv_model.classifier.low_classifier.out_channels
+        options["inter_channels"] = tv_model.classifier.cbr[0].out_channels
+    else:
+        num_classes = tv_model.classifier[-1].out_channels
     model = create_model(name, num_classes, **options)
     model.load_state_dict(torchvision_state_dict(tv_model.state_dict(), name, backbone))
     _check_same_geometry(model, tv_model, name, backbone)
