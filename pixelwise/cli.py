@@ -36,8 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, KeyError, OSError, MemoryError) as error:
-        # Bad input from the user (a value, a name, a file: missing, unreadable, in the way): one line.
+    except (ValueError, KeyError, OSError, MemoryError, ImportError) as error:
+        # Bad input from the user (a value, a name, a file: missing, unreadable, in the way) or an optional
+        # extra not installed (the message names it): one line.
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"pixelwise {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -33,3 +33,14 @@ def port_number(text: str) -> int:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"a TCP port is 0 to 65535, got {value}")
     return value
+
+
+def add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    """``--backend`` and ``--precision``, as ``predict`` and ``serve`` share them."""
+    from pixelwise.infer.options import BACKENDS, PRECISIONS
+
+    parser.add_argument("--backend", choices=BACKENDS, default=BACKENDS[0],
+                        help="torch (default), onnxruntime (CPU, fp32) or openvino (CPU; pip install "
+                             "'pixelwise[openvino]')")
+    parser.add_argument("--precision", choices=PRECISIONS,
+                        help="default fp32; with --backend openvino, OpenVINO's choice for this CPU (bf16 with AMX)")

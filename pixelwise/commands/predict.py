@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from pixelwise.commands import positive_int
-from pixelwise.infer.options import DEFAULT_TILE, MODES, PRECISIONS
+from pixelwise.commands import add_runtime_options, positive_int
+from pixelwise.infer.options import DEFAULT_TILE, MODES
 
 # DeepLab v3 evaluates "+MS +Flip" at scales 0.5 ... 1.75; three scales keep the CPU cost at 6 passes.
 TTA_SCALES = (0.75, 1.0, 1.25)
@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--crf", action="store_true", help="refine with the dense CRF (the run's crf parameters)")
     parser.add_argument("--stats", action="store_true", help="write stats.csv: pixels of each class per image")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", choices=PRECISIONS, default=PRECISIONS[0])
+    add_runtime_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.opacity <= 1:
         raise ValueError(f"--opacity must be between 0 and 1, got {args.opacity}")
     segmenter = Segmenter(
-        args.checkpoint, device=args.device, precision=args.precision, mode=args.mode, tile=tuple(args.tile),
+        args.checkpoint, device=args.device, precision=args.precision, backend=args.backend, mode=args.mode,
+        tile=tuple(args.tile),
         stride=tuple(args.stride) if args.stride else None, scales=TTA_SCALES if args.tta else (1.0,),
         flip=args.tta, crf=args.crf,
     )

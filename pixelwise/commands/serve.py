@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import socket
 
-from pixelwise.commands import port_number, positive_float, positive_int
-from pixelwise.infer.options import MODES, PRECISIONS
+from pixelwise.commands import add_runtime_options, port_number, positive_float, positive_int
+from pixelwise.infer.options import MODES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
     parser.add_argument("--port", type=port_number, default=8000)
     parser.add_argument("--mode", choices=MODES, default=MODES[0])
-    parser.add_argument("--precision", choices=PRECISIONS, default=PRECISIONS[0])
+    add_runtime_options(parser)
     parser.add_argument("--fast", action="store_true", help="fold BatchNorm and use channels-last")
     parser.add_argument("--max-request-mb", type=positive_float, default=1024.0,
                         help="memory one request may take, in MiB (default 1024); capped by the machine's free memory")
@@ -36,7 +36,9 @@ def run(args: argparse.Namespace) -> int:
     from pixelwise.serve.app import create_app
 
     check_address(args.host, args.port)  # before the model loads: a taken port is one line, not a late crash
-    segmenter = Segmenter(args.checkpoint, mode=args.mode, precision=args.precision, fast=args.fast)
+    segmenter = Segmenter(args.checkpoint, mode=args.mode, precision=args.precision, backend=args.backend,
+                          fast=args.fast)
+    print(segmenter)
     memory = plan_memory(segmenter, int(args.max_request_mb * (1 << 20)), args.max_concurrent, args.max_pixels)
     print(f"memory per request: up to {memory.request_bytes / 2**20:.0f} MiB; images up to "
           f"{memory.whole_up_to / 1e6:.1f} MP run whole, larger ones window by window, up to "

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 MODES = ("whole", "slide")
 PRECISIONS = ("fp32", "bf16", "fp16")
-BACKENDS = ("torch", "onnxruntime")
-EXPORT_FORMATS = ("onnx", "torchscript")
+BACKENDS = ("torch", "onnxruntime", "openvino")
+EXPORT_FORMATS = ("onnx", "torchscript", "openvino")
 DEFAULT_TILE = (512, 512)
 
 

@@ -34,6 +34,7 @@ from pixelwise.device import resolve_device
 from pixelwise.infer.export import as_numpy, export_onnx, onnx_session
 from pixelwise.infer.fast import DTYPES, optimize_for_cpu
 from pixelwise.infer.inputs import ImageLike, to_channels, to_pixels, unit_or_uint8
+from pixelwise.infer.openvino import OpenVINOForward
 from pixelwise.infer.options import BACKENDS, DEFAULT_TILE, MODES, PRECISIONS, default_stride
 from pixelwise.infer.overlap_tile import overlap_tile_logits
 from pixelwise.infer.sliding import slide_logits
@@ -42,8 +43,11 @@ from pixelwise.infer.sliding import slide_logits
 class Segmenter:
     """Semantic segmentation of images with a saved run (a directory) or a model from ``create_model``.
 
-    ``device`` and ``precision`` ("fp32", "bf16", "fp16") apply to the torch backend; ``backend=
-    "onnxruntime"`` exports the model to ONNX in memory and runs it on the CPU in fp32. ``fast=True``
+    ``device`` and ``precision`` ("fp32", "bf16", "fp16"; default fp32) apply to the torch backend;
+    ``backend="onnxruntime"`` exports the model to ONNX in memory and runs it on the CPU in fp32;
+    ``backend="openvino"`` runs that export with OpenVINO on the CPU, in the precision OpenVINO picks for
+    this CPU (bf16 where it has AMX or AVX512-BF16) unless ``precision`` pins fp32 or bf16; ``precision``
+    then says what runs. ``fast=True``
     folds BatchNorm, uses channels-last memory and (``compile=True``) torch.compile. ``tile`` and
     ``stride`` shape slide mode: windows of ``tile`` pixels every ``stride`` (default two thirds of the
     tile); for a model with an output margin ``tile`` is the output tile and ``stride`` is an error.
@@ -56,7 +60,7 @@ class Segmenter:
         self,
         model_or_run_dir: nn.Module | str | os.PathLike,
         device: str | torch.device = "cpu",
-        precision: str = "fp32",
+        precision: str | None = None,
         mode: str = "whole",
         tile: tuple[int, int] = DEFAULT_TILE,
         stride: tuple[int, int] | None = None,
@@ -69,13 +73,15 @@ class Segmenter:
         batch_size: int = 4,
         whole_up_to: int | None = None,
     ) -> None:
-        for option, value, allowed in (("precision", precision, PRECISIONS), ("mode", mode, MODES),
+        for option, value, allowed in (("precision", precision, (None, *PRECISIONS)), ("mode", mode, MODES),
                                        ("backend", backend, BACKENDS)):
             if value not in allowed:
-                raise ValueError(f"{option} must be one of {', '.join(allowed)}; got {value!r}")
+                raise ValueError(f"{option} must be one of {', '.join(filter(None, allowed))}; got {value!r}")
         device = resolve_device(device)
-        if backend == "onnxruntime" and (precision != "fp32" or device.type != "cpu"):
+        if backend == "onnxruntime" and (precision not in (None, "fp32") or device.type != "cpu"):
             raise ValueError("the onnxruntime backend runs in fp32 on the CPU")
+        if backend == "openvino" and (precision == "fp16" or device.type != "cpu"):
+            raise ValueError("the openvino backend runs on the CPU, in fp32 or bf16 (default: OpenVINO's choice)")
         if not scales or any(not scale > 0 for scale in scales):
             raise ValueError(f"scales must be positive numbers, got {tuple(scales)}")
         tile = positive_pair(tile, "tile")
@@ -118,10 +124,21 @@ class Segmenter:
                 raise ValueError(f"overlap-tile output tiles must be multiples of {self.size_multiple}, "
                                  f"got {self.tile}")
         self.stride = tuple(stride) if stride is not None else default_stride(self.tile)
+        self.backend, self.device = backend, device
         if backend == "onnxruntime":
             self.forward = OnnxForward(export_onnx(model))
+            self.precision = "fp32"
+        elif backend == "openvino":
+            self.forward = OpenVINOForward(model, precision)
+            self.precision = self.forward.precision
         else:
-            self.forward = TorchForward(model, device, DTYPES[precision], fast, compile)
+            self.precision = precision or "fp32"
+            self.forward = TorchForward(model, device, DTYPES[self.precision], fast, compile)
+
+    def __repr__(self) -> str:
+        chosen = " (OpenVINO's choice for this CPU)" if getattr(self.forward, "chosen_by_runtime", False) else ""
+        return (f"Segmenter(model={self.card.name!r}, classes={self.num_classes}, backend={self.backend!r}, "
+                f"device='{self.device}', precision='{self.precision}'{chosen}, mode={self.mode!r})")
 
     @property
     def mean(self) -> list[float]:

@@ -183,6 +183,9 @@ def create_app(
             "card": {
                 **stored,
                 "mode": segmenter.mode,
+                # What runs the network here: bf16 means OpenVINO or the fast path chose the AMX units.
+                "backend": segmenter.backend,
+                "precision": segmenter.precision,
                 "scales": list(segmenter.scales),
                 "flip": segmenter.flip,
                 # What this server applies: the stored statistics for the model's input channels.
