@@ -33,12 +33,12 @@ JPEG_SUFFIXES = (".jpg", ".jpeg")
 class Finding:
     """One diagnosis of a split's masks: what was found (with counts), what to do, the files it touches.
 
-    ``blocking`` findings make IoU 0 or NaN: check-data fails on them and the trainer refuses to start;
-    the others are notes.
+    ``kind`` is one of ``binary_255``, ``color_masks``, ``jpeg_artefacts``, ``values_above_classes``,
+    ``absent_classes``, ``unseen_classes``, ``zero_majority``. ``blocking`` findings make IoU 0 or NaN:
+    check-data fails on them and the trainer refuses to start; the others are notes.
     """
 
-    kind: str  # binary_255, color_masks, jpeg_artefacts, values_above_classes, absent_classes,
-    # unseen_classes, zero_majority
+    kind: str
     message: str
     suggestion: str
     files: list[str] = field(default_factory=list)
@@ -294,7 +294,8 @@ class CheckReport:
 
 
 def check_dataset(name: str, root: str | os.PathLike | None, split: str, **options) -> CheckReport:
-    """Read every item of a data set split (no transform) and collect all problems instead of stopping."""
+    """Read every item of a data set split (no transform) and collect all problems instead of stopping,
+    with the label doctor's findings (``diagnose``)."""
     report = CheckReport(name, None if root is None else str(root), split)
     if name in DATASETS and issubclass(DATASETS[name], FilePairDataset):
         options = {"verify_files": False, **options}  # report missing masks one by one, below
