@@ -163,7 +163,7 @@ def test_check_data_reports_bit_depth_and_value_range(tmp_path, picture, capsys)
     (tmp_path / "images").mkdir()
     (tmp_path / "masks").mkdir()
     write_png16(tmp_path / "images" / "a.png", picture[..., 0].astype(np.uint16) * 16)
-    Image.fromarray(np.zeros((20, 24), np.uint8)).save(tmp_path / "masks" / "a.png")
+    Image.fromarray(np.eye(20, 24, dtype=np.uint8)).save(tmp_path / "masks" / "a.png")  # both classes occur
     assert main(["check-data", f"folder:{tmp_path}", "--split", "all", "--option", "num_classes=2",
                  "--option", "in_channels=1"]) == 0
     out = capsys.readouterr().out

@@ -5,7 +5,7 @@
 """
 
 from pixelwise.data.base import IGNORE_INDEX, DataError, SegmentationDataset
-from pixelwise.data.check import CheckReport, check_dataset, format_report
+from pixelwise.data.check import CheckReport, Finding, check_dataset, check_splits, format_report, scan_labels
 from pixelwise.data.registry import DATASETS, build_dataset, parse_data_source, resolve_root
 from pixelwise.data.statistics import median_frequency_weights
 
@@ -14,11 +14,14 @@ __all__ = [
     "IGNORE_INDEX",
     "CheckReport",
     "DataError",
+    "Finding",
     "SegmentationDataset",
     "build_dataset",
     "check_dataset",
+    "check_splits",
     "format_report",
     "median_frequency_weights",
     "parse_data_source",
     "resolve_root",
+    "scan_labels",
 ]

@@ -20,6 +20,8 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 IGNORE_INDEX = 255
+# PIL modes that hold one label per pixel: gray, palette (its indices, not its colours), 1-bit and 16/32-bit.
+INDEX_MASK_MODES = ("L", "P", "1", "I", "I;16")
 
 Transform = Callable[[tv_tensors.Image, tv_tensors.Mask], object]
 
@@ -28,7 +30,8 @@ class DataError(ValueError):
     """A data set problem; the message names the file and what is wrong with it.
 
     ``kind`` is one of ``missing_image``, ``missing_mask``, ``unreadable``, ``size_mismatch``,
-    ``bad_labels``, ``empty_split`` (``check_dataset`` counts problems by it).
+    ``bad_labels``, ``color_mask`` (a colour image where an index mask was expected), ``empty_split``
+    (``check_dataset`` counts problems by it).
     """
 
     def __init__(self, path: str | os.PathLike | None, problem: str, kind: str) -> None:
@@ -57,6 +60,10 @@ class SegmentationDataset(Dataset):
         """(pixels (H, W, C), labels (H, W)) as numpy arrays; file data sets give the file's own bit depth."""
         image, mask = self.load(index)
         return image.permute(1, 2, 0).numpy(), mask.numpy()
+
+    def load_labels(self, index: int) -> np.ndarray:
+        """The item's (H, W) int64 labels; file data sets read the mask alone (label scans skip the images)."""
+        return self.load_arrays(index)[1]
 
     def __getitem__(self, index: int):
         image, mask = self.load(index)
@@ -105,20 +112,25 @@ class FilePairDataset(SegmentationDataset):
     def read_raw_mask(self, path: Path) -> np.ndarray:
         """The mask file's values as an (H, W) integer array (palette PNGs give their indices)."""
         with open_image(path, "mask") as mask:
-            if mask.mode not in ("L", "P", "I", "I;16"):
+            if mask.mode not in INDEX_MASK_MODES:
                 raise DataError(path, f"expected a single-channel index mask, got PIL mode {mask.mode}",
-                                "bad_labels")
+                                "color_mask")
             return np.asarray(mask)
 
-    def map_labels(self, raw: np.ndarray, path: Path) -> np.ndarray:
-        """Raw (H, W) values -> (H, W) int64 labels, validated."""
+    def labels_or_invalid(self, raw: np.ndarray) -> np.ndarray:
+        """Raw (H, W) values -> (H, W) int64 labels, -1 where a value is no label of this data set."""
         raw = raw.astype(np.int64)
         if self.label_table is None:
             labels = raw
         else:
             inside = (raw >= 0) & (raw < len(self.label_table))
             labels = np.where(inside, self.label_table[np.clip(raw, 0, len(self.label_table) - 1)], -1)
-        bad = (labels < 0) | ((labels >= self.num_classes) & (labels != self.ignore_index))
+        return np.where((labels < 0) | ((labels >= self.num_classes) & (labels != self.ignore_index)), -1, labels)
+
+    def map_labels(self, raw: np.ndarray, path: Path) -> np.ndarray:
+        """Raw (H, W) values -> (H, W) int64 labels, validated."""
+        labels = self.labels_or_invalid(raw)
+        bad = labels < 0
         if bad.any():
             values = np.unique(raw[bad])[:10].tolist()
             raise DataError(path, f"mask values {values} are not labels of this data set "
@@ -129,11 +141,15 @@ class FilePairDataset(SegmentationDataset):
         pixels, labels = self.load_arrays(index)
         return image_tensor(pixels), tv_tensors.Mask(torch.from_numpy(labels))
 
+    def load_labels(self, index: int) -> np.ndarray:
+        mask_path = self.files[index][1]
+        return self.map_labels(self.read_raw_mask(mask_path), mask_path)
+
     def load_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """(pixels (H, W, in_channels) at the file's bit depth, labels (H, W) int64), checked."""
         image_path, mask_path = self.files[index]
         pixels = to_channels(read_pixels(image_path), self.in_channels)
-        labels = self.map_labels(self.read_raw_mask(mask_path), mask_path)
+        labels = self.load_labels(index)
         if labels.shape != pixels.shape[:2]:
             raise DataError(mask_path, f"mask size {labels.shape[1]}x{labels.shape[0]} (WxH) differs from image "
                             f"{image_path.name} size {pixels.shape[1]}x{pixels.shape[0]}", "size_mismatch")

@@ -16,8 +16,10 @@ def class_pixel_counts(mask: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 def per_image_class_counts(dataset: Dataset) -> torch.Tensor:
     """(N, num_classes) int64: the pixels of each class in each of the data set's N masks (untransformed)."""
-    load = getattr(dataset, "load", dataset.__getitem__)  # skip the augmentation when the loader allows it
-    return torch.stack([class_pixel_counts(load(index)[1], dataset.num_classes) for index in range(len(dataset))])
+    # The masks alone, without augmentation or decoding the images, when the loader allows it.
+    load_labels = getattr(dataset, "load_labels", lambda index: dataset[index][1])
+    return torch.stack([class_pixel_counts(torch.as_tensor(load_labels(index)), dataset.num_classes)
+                        for index in range(len(dataset))])
 
 
 def median_frequency_weights(dataset_or_counts: Dataset | torch.Tensor | Sequence) -> torch.Tensor:

@@ -73,6 +73,9 @@ class DataConfig:
     # Decode the training images once and keep them (uint8) on the training device; augment whole batches
     # there (pixelwise.data.in_memory). For data sets that fit in memory; scale, crop and flips only.
     in_memory: bool = False
+    # Read every training mask before the first step and refuse label mistakes that score IoU 0 or NaN
+    # (pixelwise.data.check); false skips that pass for a large data set already checked with check-data.
+    check_labels: bool = True
 
 
 @dataclass

@@ -39,7 +39,8 @@ from tqdm import tqdm
 
 from pixelwise.card import DataSource, RunCard
 from pixelwise.checkpoint import save_model
-from pixelwise.data import build_dataset, median_frequency_weights, resolve_root
+from pixelwise.data import build_dataset, median_frequency_weights, resolve_root, scan_labels
+from pixelwise.data.check import diagnose
 from pixelwise.data.in_memory import InMemoryBatches, unsupported_augmentations
 from pixelwise.data.transforms import Normalization, build_transforms
 from pixelwise.fileio import atomic_write
@@ -133,20 +134,38 @@ def build_model(config: Config, dataset: Dataset) -> nn.Module:
     return create_model(config.model.name, dataset.num_classes, **options)
 
 
-def class_weights(config: Config, num_classes: int) -> torch.Tensor | None:
+def class_weights(config: Config, num_classes: int, image_class_counts: torch.Tensor | None = None
+                  ) -> torch.Tensor | None:
     """The loss's class weights: None, the configured list, or SegNet's median-frequency balancing.
 
-    Median frequencies are counted on the un-augmented training split (crops and padding would skew them).
+    Median frequencies are counted on the un-augmented training split (crops and padding would skew them):
+    ``image_class_counts`` (N, C) when the caller has them from its label check, else by reading it.
     """
     weights = config.loss.class_weights
     if weights is None:
         return None
     if weights == "median_frequency":
-        raw_train = build_datasets(config, transforms=False)[0]
-        return torch.as_tensor(median_frequency_weights(raw_train), dtype=torch.float32)
+        counts = build_datasets(config, transforms=False)[0] if image_class_counts is None else image_class_counts
+        return torch.as_tensor(median_frequency_weights(counts), dtype=torch.float32)
     if len(weights) != num_classes:
         raise ValueError(f"loss.class_weights has {len(weights)} entries for {num_classes} classes")
     return torch.tensor(weights, dtype=torch.float32)
+
+
+def check_train_labels(config: Config, train_set: Dataset) -> torch.Tensor:
+    """Read every training mask once, before the first step, and refuse the label mistakes that would make a
+    class score IoU 0 or NaN (pixelwise.data.check); returns the (N, C) class pixels of each mask."""
+    data = config.data
+    scan = scan_labels(train_set)
+    troubles = [str(finding) for finding in diagnose(scan, data.train_split) if finding.blocking]
+    troubles += [str(problem) for problem in scan.problems]
+    if troubles:
+        where = data.name if data.root is None else f"{data.name}:{data.root}"
+        more = f" (and {len(troubles) - 1} more)" if len(troubles) > 1 else ""
+        raise ValueError(f"data.train_split {data.train_split!r} of {where}: {troubles[0]}{more}. `pixelwise "
+                         f"check-data {where} --split {data.train_split}` with the same data options lists them "
+                         "all; data.check_labels: false skips this check")
+    return scan.image_class_counts
 
 
 class MetricsLog:
@@ -197,12 +216,13 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> T
     make_reproducible(settings.seed, settings.deterministic)
 
     train_set, val_set = build_datasets(config, train_transforms=not config.data.in_memory)
+    image_class_counts = check_train_labels(config, train_set) if config.data.check_labels else None
     model = build_model(config, train_set).to(device)
     if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
     network = wrap_model(model, device, settings.sync_batchnorm)
     model = unwrap_model(network)  # the plain module (SyncBatchNorm inside under DDP) for saving and evaluation
-    weights = class_weights(config, train_set.num_classes)
+    weights = class_weights(config, train_set.num_classes, image_class_counts)
     criterion = SegmentationLoss(config.loss, weights, train_set.ignore_index).to(device)
     optimizer = build_optimizer(model, config.optim)
     scheduler = build_scheduler(optimizer, settings.steps, config.optim)
