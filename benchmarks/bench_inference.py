@@ -140,6 +140,13 @@ def variants(model: torch.nn.Module, example: torch.Tensor, device: str, compile
         paths["onnxruntime"] = (lambda x: torch.from_numpy(session.run(None, {"image": as_numpy(x)})[0]), "fp32")
     except ImportError:
         print("  (onnxruntime not installed: no onnxruntime row)")
+    try:
+        from pixelwise.infer.openvino import OpenVINOForward
+
+        openvino = OpenVINOForward(model.cpu(), threads=torch.get_num_threads())  # its own precision choice
+        paths[f"openvino_{openvino.precision}"] = (openvino, openvino.precision)
+    except ImportError:
+        print("  (openvino not installed: no openvino row)")
     return paths
 
 
