@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from pixelwise.crf import PermutohedralLattice, gaussian_filter_exact
+from pixelwise.crf import PermutohedralLattice, gaussian_filter_exact, lattice_compiled
 from pixelwise.crf.kernels import PairwiseKernels, pixel_features
 from pixelwise.crf.reference import pydensecrf_available, pydensecrf_filter
 
@@ -95,3 +95,19 @@ def test_filter_error_no_larger_than_pydensecrf(kind):
     for reduce in (lambda e: np.abs(e).max(), lambda e: np.sqrt((e ** 2).mean())):
         ours_error, their_error = reduce(ours - exact), reduce(theirs - exact)
         assert ours_error <= their_error * (1 + 1e-4) + 1e-6, (ours_error, their_error)
+
+
+@pytest.mark.skipif(not lattice_compiled.available(), reason='numba not installed (pip install "pixelwise[fast-crf]")')
+@pytest.mark.parametrize("features", [kernel_features("gaussian", 60), kernel_features("bilateral", 60),
+                                      torch.randn(2, 3000, 4) * 3], ids=["gaussian", "bilateral", "batch of 2"])
+def test_compiled_build_gives_the_tensor_paths_matrices_bit_for_bit(features, monkeypatch):
+    """The hash-table build (numba) and the sort-based build (torch) are two routes to one lattice."""
+    compiled = PermutohedralLattice(features)
+    monkeypatch.setattr(lattice_compiled, "available", lambda: False)
+    tensor = PermutohedralLattice(features)
+    assert compiled.num_vertices == tensor.num_vertices
+    for ours, theirs in [(compiled._splat, tensor._splat), (compiled._slice, tensor._slice),
+                         *zip(compiled._blur, tensor._blur, strict=True)]:
+        assert torch.equal(ours.crow_indices(), theirs.crow_indices())
+        assert torch.equal(ours.col_indices(), theirs.col_indices())
+        assert torch.equal(ours.values(), theirs.values())

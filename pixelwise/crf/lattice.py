@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pixelwise.crf import lattice_compiled
+
 __all__ = ["PermutohedralLattice", "csr_matrix"]
 
 # Vertex keys are packed into one int64 per vertex; this many bits are usable.
@@ -71,6 +73,9 @@ class PermutohedralLattice:
         # values (gradchecks) are filtered on exactly the lattice of their float32 counterparts.
         flat = features.reshape(n, d).float()
         layout = _KeyLayout(flat, batch)
+        if self.device.type == "cpu" and lattice_compiled.available():
+            self._build_compiled(flat, layout)
+            return
         codes = torch.empty(n, d + 1, dtype=torch.long, device=self.device)
         weights = torch.empty(n, d + 1, dtype=self.dtype, device=self.device)
         # On CPU, chunks keep the many temporaries of the embedding small and cache-resident; on a GPU, fewer
@@ -152,6 +157,25 @@ class PermutohedralLattice:
             found = unique_codes[found_at] == query
             self._blur.append(_blur_matrix(vertex_of_group[found], vertex_of_group[found_at[found]], m,
                                            self.dtype))
+
+    def _build_compiled(self, flat: Tensor, layout: _KeyLayout) -> None:
+        """The same matrices from ``lattice_compiled``'s hash table: no sort, no binary search."""
+        d = self.dim
+        vertices, weights, neighbours, _ = lattice_compiled.build_geometry(
+            flat.contiguous().numpy(), self.points_per_set, np.array(_scale_factors(d), dtype=np.float32),
+            np.array(layout.low, dtype=np.int64), np.array(layout.strides, dtype=np.int64))
+        m = self.num_vertices = neighbours.shape[1]
+        crow, columns, entries = lattice_compiled.splat_layout(vertices, m)
+        weights = torch.from_numpy(weights).to(self.dtype).view(-1)
+        n, total = self.num_points, weights.numel()
+        self._slice = csr_matrix(torch.arange(0, total + 1, d + 1, dtype=torch.int32),
+                                 torch.from_numpy(vertices).view(-1), weights * self.alpha, (n, m))
+        self._splat = csr_matrix(torch.from_numpy(crow), torch.from_numpy(columns),
+                                 weights.index_select(0, torch.from_numpy(entries)), (m, n))
+        self._blur = []
+        for along in torch.from_numpy(neighbours).long():
+            found = (along >= 0).nonzero().squeeze(1)
+            self._blur.append(_blur_matrix(found, along.index_select(0, found), m, self.dtype))
 
     # ------------------------------------------------------------------ filtering
     def splat(self, values: Tensor) -> Tensor:
