@@ -13,6 +13,8 @@ import copy
 import torch
 from torch import nn
 
+from pixelwise.nn.atrous_taps import FasterAtrous, qualifies
+
 # The precisions inference and training run in (``pixelwise.infer.options.PRECISIONS``), as torch dtypes.
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -104,11 +106,24 @@ def optimize_for_cpu(
 ) -> nn.Module:
     """A copy of ``model`` for fast inference: BatchNorm folded, channels-last, cast to ``dtype``, compiled.
 
+    Without ``compile``, each dilated convolution runs as a convolution or as one GEMM and shifted sums
+    (``pixelwise.nn.atrous_taps``), whichever is faster here for its input's shape: oneDNN's bf16 kernels
+    fall far below the machine's matrix rate at DeepLab's large rates on CPUs with AMX.
     Feed it channels-last inputs of ``dtype``: ``x.to(dtype, memory_format=torch.channels_last)``.
     """
     model = copy.deepcopy(model).eval()
     fold_batchnorm(model, example)
     model = model.to(dtype=dtype, memory_format=torch.channels_last)
     if compile:
-        model = torch.compile(model, dynamic=True)
+        return torch.compile(model, dynamic=True)
+    return swap_dilated_convolutions(model)
+
+
+def swap_dilated_convolutions(model: nn.Module) -> nn.Module:
+    """Wrap, in place, every convolution that :class:`~pixelwise.nn.atrous_taps.AtrousByTaps` reproduces in
+    a :class:`~pixelwise.nn.atrous_taps.FasterAtrous`; returns ``model``."""
+    for name, module in list(model.named_modules()):
+        if qualifies(module):
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, FasterAtrous(module))
     return model
