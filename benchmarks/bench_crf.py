@@ -31,8 +31,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pixelwise.crf import dense_crf  # noqa: E402
+from machine_peak import load_average  # noqa: E402
+
+from pixelwise.crf import dense_crf, lattice_compiled  # noqa: E402
+from pixelwise.crf.kernels import pixel_features  # noqa: E402
+from pixelwise.crf.lattice import PermutohedralLattice  # noqa: E402
 from pixelwise.crf.reference import noisy_probabilities, pydensecrf_available, pydensecrf_dense_crf  # noqa: E402
 
 CAMVID = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid"
@@ -69,11 +74,15 @@ def bench_cpu(args) -> None:
     times: dict[str, list[float]] = {"pydensecrf": [], "pixelwise 1 thread": [], f"pixelwise {cores} threads": []}
     per_image_ratio: dict[str, list[float]] = {k: [] for k in times if k != "pydensecrf"}
     agreement, difference = [], []
+    build = "compiled hash table (numba)" if lattice_compiled.available() else "sort-based torch build (no numba)"
+    print(f"torch {torch.__version__}; lattice: {build}; load average before {load_average():.2f}")
     for name, image, labels in load_camvid(args.images):
         probs = noisy_probabilities(labels, 11)
         probs_t = torch.from_numpy(probs)
         image_t = torch.from_numpy(image).permute(2, 0, 1).contiguous()
         best: dict[str, float] = {}
+        if not agreement:  # compile / warm up every path once, untimed
+            dense_crf(probs_t, image_t, **params)
         for _ in range(args.repeats):
             for label in times:
                 if label == "pydensecrf":
@@ -107,6 +116,26 @@ def bench_cpu(args) -> None:
         print(f"  argmax agreement with pydensecrf: min {min(agreement):.6f}, mean {np.mean(agreement):.6f}")
         print(f"  mean |p - p_pydensecrf|: mean {np.mean(difference):.2e}, max {max(difference):.2e}")
     print(f"  peak RSS of the process {peak_rss_mib():.0f} MiB; OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
+    profile_last_image(image_t, probs_t, params)
+    print(f"load average after {load_average():.2f}")
+
+
+def profile_last_image(image: torch.Tensor, probs: torch.Tensor, params: dict) -> None:
+    """Where pixelwise's time goes on one thread: the bilateral lattice's build against the whole call."""
+    torch.set_num_threads(1)
+    height, width = image.shape[-2:]
+    features = pixel_features(1, height, width, 80.0, image[None], 13.0)
+    builds, calls = [], []
+    for _ in range(5):
+        start = time.perf_counter()
+        PermutohedralLattice(features)
+        builds.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        dense_crf(probs, image, **params)
+        calls.append(time.perf_counter() - start)
+    build, call = statistics.median(builds), statistics.median(calls)
+    print(f"  1 thread, last image: bilateral lattice build {build * 1e3:.1f} ms of {call * 1e3:.1f} ms per call; "
+          f"the rest is the mean field (sparse splat/blur/slice products, softmax): {(call - build) * 1e3:.1f} ms")
 
 
 def bench_cuda(args) -> None:
