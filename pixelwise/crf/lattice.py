@@ -27,8 +27,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pixelwise.crf import lattice_compiled
-
 __all__ = ["PermutohedralLattice", "csr_matrix"]
 
 # Vertex keys are packed into one int64 per vertex; this many bits are usable.
@@ -73,6 +71,8 @@ class PermutohedralLattice:
         # values (gradchecks) are filtered on exactly the lattice of their float32 counterparts.
         flat = features.reshape(n, d).float()
         layout = _KeyLayout(flat, batch)
+        from pixelwise.crf import lattice_compiled  # here: numba takes half a second to import
+
         if self.device.type == "cpu" and lattice_compiled.available():
             self._build_compiled(flat, layout)
             return
@@ -160,6 +160,8 @@ class PermutohedralLattice:
 
     def _build_compiled(self, flat: Tensor, layout: _KeyLayout) -> None:
         """The same matrices from ``lattice_compiled``'s hash table: no sort, no binary search."""
+        from pixelwise.crf import lattice_compiled
+
         d = self.dim
         vertices, weights, neighbours, _ = lattice_compiled.build_geometry(
             flat.contiguous().numpy(), self.points_per_set, np.array(_scale_factors(d), dtype=np.float32),
