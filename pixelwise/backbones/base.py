@@ -76,3 +76,8 @@ class Backbone(nn.Module):
     def capped(self, strides: Sequence[int]) -> tuple[int, ...]:
         """Nominal strides capped at the output stride: the strides of the maps this backbone returns."""
         return tuple(min(stride, self.output_stride) for stride in strides)
+
+
+def out_channels(block: nn.Module) -> int:
+    """Channels a block outputs: those of its last convolution (a residual unit's projection)."""
+    return [m for m in block.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
