@@ -133,3 +133,11 @@ def test_pretrained_grayscale_unet_answers_as_the_rgb_one_on_the_repeated_image(
     with torch.no_grad():
         torch.testing.assert_close(gray(image), rgb(image.expand(-1, 3, -1, -1)), atol=2e-5, rtol=1e-5)
     assert torch.equal(gray.backbone.conv1.weight, adapt_first_conv(imagenet["conv1.weight"], 1))
+
+
+def test_exports_to_onnx_that_runs_at_other_sizes() -> None:
+    """Traced at 64 x 64, the ONNX program must give the model's logits at 77 x 93 (``export_onnx`` checks):
+    the level sizes are computed from the input's, so they must trace as shapes, not constants."""
+    from pixelwise.infer import export_onnx
+
+    assert export_onnx(unet(3, decoder_channels=(16, 16, 8, 8, 8)))

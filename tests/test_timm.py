@@ -188,3 +188,14 @@ def test_pretrained_weights_from_a_local_file(tmp_path) -> None:
     save_file({"conv_stem.weight": torch.zeros(3)}, tmp_path / "bad.safetensors")
     with pytest.raises(ValueError, match="timm cannot build 'mobilenetv3_small_100' as a backbone"):
         build_backbone("timm:mobilenetv3_small_100", pretrained=tmp_path / "bad.safetensors")
+
+
+@needs_timm
+def test_padded_timm_encoder_exports_to_onnx_that_runs_at_other_sizes() -> None:
+    """The padding to the output stride and the crops back to ceil(H / s) trace as shapes (checked by
+    ``export_onnx`` at a second size, 77 x 93, that needs padding)."""
+    from pixelwise.infer import export_onnx
+
+    torch.manual_seed(0)
+    assert export_onnx(pixelwise.create_model("unet", 2, backbone="timm:convnext_atto",
+                                              decoder_channels=(16, 16, 8, 8, 8)))

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pixelwise.backbones.base import OUTPUT_STRIDES, Backbone
+from pixelwise.backbones.base import OUTPUT_STRIDES, Backbone, map_size
 from pixelwise.backbones.pretrained import cache_path, read_state_dict
 from pixelwise.nn.skip import crop_at
 
@@ -113,10 +113,11 @@ class TimmBackbone(Backbone):
         self.strides = tuple(net.feature_info.reduction())
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        height, width = x.shape[-2:]
-        x = F.pad(x, (0, -width % self.output_stride, 0, -height % self.output_stride))
+        size = x.shape[-2:]
+        padded = [side * self.output_stride for side in map_size(size, self.output_stride)]
+        x = F.pad(x, (0, padded[1] - size[1], 0, padded[0] - size[0]))
         return [
-            crop_at(feature, 0, (-(-height // stride), -(-width // stride)))
+            crop_at(feature, 0, map_size(size, stride))
             for feature, stride in zip(self.net(x), self.strides, strict=True)
         ]
 

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from pixelwise.backbones import build_backbone
+from pixelwise.backbones.base import map_size
 from pixelwise.models.base import SegmentationModel
 from pixelwise.models.unet import DoubleConv, Padding, UNet
 from pixelwise.nn.skip import crop_at
@@ -88,12 +89,11 @@ class EncoderUNet(SegmentationModel):
         self.head = nn.Conv2d(width, num_classes, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[-2:]
         features = self.backbone(x)
         skips = dict(zip(self.backbone.strides, features, strict=True))
         y = features[-1]
         for stride, up, block in zip(self.decoder_strides, self.up, self.decoder, strict=True):
-            y = crop_at(up(y), 0, (-(-height // stride), -(-width // stride)))  # drop the rows past the image
+            y = crop_at(up(y), 0, map_size(x.shape[-2:], stride))  # drop the rows past the image
             if stride in skips:
                 y = torch.cat([y, skips[stride]], dim=1)
             y = block(y)
