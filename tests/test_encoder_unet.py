@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import urllib.error
 from pathlib import Path
 
@@ -35,11 +34,10 @@ def test_parameters_are_smps_unet_resnet34() -> None:
     assert model.card.options["backbone"] == "resnet34"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("segmentation_models_pytorch") is None,
-                    reason="segmentation_models_pytorch is not installed (pip install segmentation-models-pytorch)")
 def test_same_network_as_smp_given_the_same_weights() -> None:
     """Parameter for parameter smp's network (in the same order), and with its weights the same logits."""
-    import segmentation_models_pytorch as smp
+    smp = pytest.importorskip("segmentation_models_pytorch", reason="segmentation_models_pytorch (and the timm it "
+                              "needs) is not installed: pip install segmentation-models-pytorch")
 
     theirs = smp.Unet("resnet34", encoder_weights=None, classes=5).eval()
     ours = unet(5).eval()
