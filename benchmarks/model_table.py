@@ -37,7 +37,7 @@ def table(size: int) -> str:
     for name in list_models():
         entry = MODELS[name]
         parameters, gmacs = measure(name, size)
-        backbones = ", ".join(entry.backbones) or "own encoder"
+        backbones = ", ".join(entry.backbone_names()) or "own encoder"
         lines.append(f"| `{name}` | {entry.paper} | {backbones} | {parameters / 1e6:.2f} M | {gmacs:.1f} |")
     return "\n".join(lines)
 

@@ -14,6 +14,21 @@ def test_models_lists_every_foundation_model_with_parameters(capsys):
         assert name in rows
     assert "134.49M" in rows["fcn8s"] and "vgg16 (default)" in rows["fcn8s"] and "Long" in rows["fcn8s"]
     assert "31.03M" in rows["unet"]  # 3 input channels, 21 classes, same padding
+    assert "own (default), resnet34" in rows["unet"] and "timm:<name>" in rows["deeplabv3"]
+    assert "timm" not in rows["fcn8s"] and "timm" not in rows["hypercolumn"]
+
+
+def test_backbones_lists_the_built_in_ones_and_says_any_timm_model_works(capsys):
+    from pixelwise.backbones import BACKBONES
+
+    assert main(["models", "--backbones"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert set(BACKBONES) < set(rows)
+    # resnet34's maps, read from the built network: the stem at stride 2, then the four stages.
+    assert "2:64 4:64 8:128 16:256 32:512" in rows["resnet34"] and rows["resnet34"].split()[1] == "8/16/32"
+    assert rows["vgg16"].split()[1] == "32" and rows["vgg16"].endswith("fcn16s, fcn32s, fcn8s, hypercolumn")
+    assert "any timm model that supports features_only=True" in rows["timm:<name>"]
 
 
 def test_console_entry_point_runs_as_a_module():

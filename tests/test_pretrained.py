@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import urllib.error
 from pathlib import Path
 
@@ -9,12 +10,12 @@ import pytest
 import torch
 import torchvision
 from safetensors.torch import save_file
-from torchvision.models import mobilenet_v2, mobilenet_v3_large, resnet50
+from torchvision.models import mobilenet_v2, mobilenet_v3_large, resnet34, resnet50
 from torchvision.models import segmentation as tv
 
 from pixelwise import create_model, load_model, save_model
 from pixelwise.backbones import build_backbone
-from pixelwise.backbones.pretrained import IMAGENET_WEIGHTS, adapt_classification_state, cache_path
+from pixelwise.backbones.pretrained import IMAGENET_WEIGHTS, adapt_classification_state, adapt_first_conv, cache_path
 from pixelwise.models.torchvision_compat import TORCHVISION_WEIGHTS
 
 
@@ -169,3 +170,39 @@ def test_fcn_and_hypercolumn_start_from_convolutionalized_imagenet_vgg16(tmp_pat
         ours = fc[:5](pool5) if name == "fcn8s" else fc[:5](pool5)[..., 3:4, 3:4]
         theirs = vgg.classifier[:5](pool5.flatten(1))
     torch.testing.assert_close(ours.flatten(1), theirs, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("in_channels", [1, 2, 3, 4, 6, 7])
+def test_first_conv_adapts_as_timm_and_smp(in_channels: int) -> None:
+    """1 channel: the RGB sum; otherwise the RGB filters cycled and scaled by 3 / in_channels. A gray image
+    repeated over the channels gives the RGB response exactly when in_channels is 1 or a multiple of 3."""
+    torch.manual_seed(0)
+    rgb = torch.randn(8, 3, 3, 3)
+    adapted = adapt_first_conv(rgb, in_channels)
+    assert adapted.shape == (8, in_channels, 3, 3)
+    cycled = torch.cat([rgb] * 3, 1)[:, :in_channels]
+    expected = rgb.sum(1, keepdim=True) if in_channels == 1 else cycled * 3 / in_channels
+    assert torch.allclose(adapted, expected)
+    if importlib.util.find_spec("timm") is not None:  # the reference rule: timm's own adapt_input_conv
+        from timm.models import adapt_input_conv
+
+        assert torch.allclose(adapted, adapt_input_conv(in_channels, rgb.clone()))
+    if in_channels == 1 or in_channels % 3 == 0:
+        gray = torch.rand(1, 1, 9, 7)
+        torch.testing.assert_close(torch.nn.functional.conv2d(gray.expand(-1, in_channels, -1, -1), adapted),
+                                   torch.nn.functional.conv2d(gray.expand(-1, 3, -1, -1), rgb))
+
+
+def test_first_conv_adaptation_refuses_what_it_cannot_adapt() -> None:
+    with pytest.raises(ValueError, match="only adapt a first convolution with 3 input channels, got 4"):
+        adapt_first_conv(torch.randn(8, 4, 3, 3), 1)
+    with pytest.raises(ValueError, match="in_channels must be >= 1, got 0"):
+        adapt_first_conv(torch.randn(8, 3, 3, 3), 0)
+
+
+def test_local_pth_file_into_a_two_channel_resnet34(tmp_path: Path) -> None:
+    """Two channels (say SAR HH and HV): R and G scaled by 3/2, through torchvision's weights path."""
+    reference = resnet34(weights=None).state_dict()
+    torch.save(reference, tmp_path / "resnet34.pth")
+    backbone = build_backbone("resnet34", in_channels=2, pretrained=tmp_path / "resnet34.pth")
+    assert torch.allclose(backbone.conv1.weight, reference["conv1.weight"][:, :2] * 1.5)

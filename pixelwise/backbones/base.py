@@ -37,6 +37,16 @@ def scaled_rates(rates: Sequence[int], chosen_at: int, output_stride: int) -> tu
     return tuple(rate * chosen_at // output_stride for rate in rates)
 
 
+def map_size(size: Sequence[int], stride: int) -> tuple[int, int]:
+    """(ceil(H / stride), ceil(W / stride)): the contract's size of a stride-``stride`` map of an (H, W) input.
+
+    Written with non-negative operands, ``(H + stride - 1) // stride``, because ONNX's integer division
+    truncates where Python's floors, so ``-(-H // stride)`` exports wrongly.
+    """
+    height, width = size
+    return (height + stride - 1) // stride, (width + stride - 1) // stride
+
+
 class DilationSchedule:
     """Walks a network's downsampling steps in order and trades strides past ``output_stride`` for dilation.
 
@@ -76,3 +86,8 @@ class Backbone(nn.Module):
     def capped(self, strides: Sequence[int]) -> tuple[int, ...]:
         """Nominal strides capped at the output stride: the strides of the maps this backbone returns."""
         return tuple(min(stride, self.output_stride) for stride in strides)
+
+
+def out_channels(block: nn.Module) -> int:
+    """Channels a block outputs: those of its last convolution (a residual unit's projection)."""
+    return [m for m in block.modules() if isinstance(m, nn.Conv2d)][-1].out_channels

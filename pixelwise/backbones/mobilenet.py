@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torchvision.models import mobilenet_v2, mobilenet_v3_large
 
-from pixelwise.backbones.base import Backbone, DilationSchedule
+from pixelwise.backbones.base import Backbone, DilationSchedule, out_channels
 from pixelwise.nn.conv import same_padding
 
 MOBILENETS = {"mobilenet_v2": mobilenet_v2, "mobilenet_v3_large": mobilenet_v3_large}
@@ -50,7 +50,7 @@ class MobileNet(Backbone):
         self._taps.append(len(self.features) - 1)
         strides.append(schedule.stride)
         self.strides = tuple(strides)
-        self.channels = tuple(_out_channels(self.features[index]) for index in self._taps)
+        self.channels = tuple(out_channels(self.features[index]) for index in self._taps)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = []
@@ -60,7 +60,3 @@ class MobileNet(Backbone):
                 features.append(x)
         return features
 
-
-def _out_channels(block: nn.Module) -> int:
-    """Channels a block outputs: those of its last convolution (the projection of an inverted residual)."""
-    return [m for m in block.modules() if isinstance(m, nn.Conv2d)][-1].out_channels

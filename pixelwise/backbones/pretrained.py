@@ -6,6 +6,9 @@ put it. ``pretrained="path/to/file.pth"`` (or ``.safetensors``) reads a local fi
 objects (``torch.load(weights_only=True)``). The file may hold torchvision's whole classification
 network (its classifier is dropped, or for VGG16 subsampled into DeepLab-LargeFOV's fc6/fc7) or
 just the backbone's own state dict.
+
+A first convolution with other than 3 input channels is adapted from the RGB filters as timm and smp do
+(``adapt_first_conv``), so grayscale EM images and multispectral aerial images start from ImageNet too.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from torch import nn
 from torchvision.models import (
     MobileNet_V2_Weights,
     MobileNet_V3_Large_Weights,
+    ResNet34_Weights,
     ResNet50_Weights,
     ResNet101_Weights,
     VGG16_Weights,
@@ -29,6 +33,7 @@ from torchvision.models._api import WeightsEnum
 IMAGENET_WEIGHTS: dict[str, WeightsEnum] = {
     "vgg16": VGG16_Weights.IMAGENET1K_V1,
     "vgg16_largefov": VGG16_Weights.IMAGENET1K_V1,  # fc6/fc7 subsampled on loading
+    "resnet34": ResNet34_Weights.IMAGENET1K_V1,  # smp's "imagenet" resnet34 encoder
     "resnet50": ResNet50_Weights.IMAGENET1K_V1,
     "resnet101": ResNet101_Weights.IMAGENET1K_V1,
     "mobilenet_v2": MobileNet_V2_Weights.IMAGENET1K_V1,
@@ -81,8 +86,8 @@ def load_backbone_weights(backbone: nn.Module, name: str, source: bool | str | o
     """Load ImageNet weights into ``backbone`` (built under the name ``name``) in place.
 
     ``source`` is True (torchvision's weights) or a path. A first convolution with other than 3 input
-    channels gets the RGB filters summed and spread evenly over its channels (for grayscale: their sum).
-    Raises ValueError naming the source when the tensors do not match the backbone.
+    channels is adapted from the RGB filters (``adapt_first_conv``). Raises ValueError naming the source
+    when the tensors do not match the backbone.
     """
     if source is True:
         if name not in IMAGENET_WEIGHTS:
@@ -99,8 +104,7 @@ def load_backbone_weights(backbone: nn.Module, name: str, source: bool | str | o
     state = adapt_classification_state(state, expected)
     first_conv = next(n for n, m in backbone.named_modules() if isinstance(m, nn.Conv2d)) + ".weight"
     if first_conv in state and state[first_conv].shape[1] != expected[first_conv].shape[1]:
-        channels = expected[first_conv].shape[1]
-        state[first_conv] = state[first_conv].sum(1, keepdim=True).expand(-1, channels, -1, -1) / channels
+        state[first_conv] = adapt_first_conv(state[first_conv], expected[first_conv].shape[1])
     missing = sorted(set(expected) - set(state))
     mismatched = [
         f"{key}: file {tuple(state[key].shape)} vs backbone {tuple(value.shape)}"
@@ -112,6 +116,25 @@ def load_backbone_weights(backbone: nn.Module, name: str, source: bool | str | o
             f"{origin} does not fit the {name} backbone: missing {missing[:5]}, shape mismatch {mismatched[:5]}"
         )
     backbone.load_state_dict({key: state[key] for key in expected})
+
+
+def adapt_first_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """RGB filters (out, 3, kh, kw) adapted to ``in_channels`` inputs, as timm's ``adapt_input_conv`` and smp.
+
+    1 channel: the sum of the RGB filters, so a gray image gives exactly the response of its RGB copy.
+    2 or more than 3: the RGB filters cycled (R, G, B, R, ...) and scaled by 3 / ``in_channels``, which keeps
+    the activation's scale when the channels carry similar values.
+    """
+    if weight.shape[1] != 3:
+        raise ValueError(f"can only adapt a first convolution with 3 input channels, got {weight.shape[1]}")
+    if in_channels < 1:
+        raise ValueError(f"in_channels must be >= 1, got {in_channels}")
+    if in_channels == 1:
+        return weight.sum(1, keepdim=True)
+    if in_channels == 3:
+        return weight
+    cycled = weight.repeat(1, -(-in_channels // 3), 1, 1)[:, :in_channels]
+    return cycled * (3 / in_channels)
 
 
 def adapt_classification_state(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> dict:

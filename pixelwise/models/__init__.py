@@ -13,15 +13,16 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from pixelwise.backbones.timm_backbone import TIMM_PREFIX
 from pixelwise.card import WEIGHT_SOURCE_OPTIONS, RunCard
 from pixelwise.models.base import SegmentationModel
 from pixelwise.models.deeplab import DeepLabV1, DeepLabV2, DeepLabV3, DeepLabV3Plus
+from pixelwise.models.encoder_unet import build_unet
 from pixelwise.models.fcn import FCN
 from pixelwise.models.fcn_resnet import BackboneFCN
 from pixelwise.models.hypercolumn import Hypercolumn
 from pixelwise.models.lraspp import LRASPP
 from pixelwise.models.torchvision_compat import TORCHVISION_WEIGHTS, load_torchvision_weights, torchvision_options
-from pixelwise.models.unet import UNet
 from pixelwise.options import check_options, keyword_parameters
 
 
@@ -31,7 +32,16 @@ class ModelEntry:
 
     builder: Callable[..., SegmentationModel]
     paper: str
-    backbones: tuple[str, ...] = ()  # the first one is the default; empty for models with their own encoder
+    # The first one is the default; None is the model's own encoder; empty for models with only their own.
+    backbones: tuple[str | None, ...] = ()
+    timm: bool = False  # also takes backbone="timm:<name>", any timm model with features_only=True
+
+    def accepts(self, backbone: str | None) -> bool:
+        return backbone in self.backbones or (self.timm and str(backbone).startswith(TIMM_PREFIX))
+
+    def backbone_names(self) -> list[str]:
+        """The backbones as ``pixelwise models`` lists them: "own" for the model's own encoder, then timm."""
+        return [name or "own" for name in self.backbones] + ([f"{TIMM_PREFIX}<name>"] if self.timm else [])
 
 
 FCN_PAPER = "Long, Shelhamer & Darrell, Fully Convolutional Networks for Semantic Segmentation, CVPR 2015"
@@ -41,8 +51,9 @@ MODELS: dict[str, ModelEntry] = {
     "fcn16s": ModelEntry(partial(FCN, output_stride=16), FCN_PAPER, ("vgg16",)),
     "fcn8s": ModelEntry(partial(FCN, output_stride=8), FCN_PAPER, ("vgg16",)),
     "unet": ModelEntry(
-        UNet, "Ronneberger, Fischer & Brox, U-Net: Convolutional Networks for Biomedical Image Segmentation, "
-        "MICCAI 2015",
+        build_unet, "Ronneberger, Fischer & Brox, U-Net: Convolutional Networks for Biomedical Image Segmentation, "
+        "MICCAI 2015", (None, "resnet34", "resnet50", "resnet101", "xception65", "mobilenet_v2", "mobilenet_v3_large"),
+        timm=True,
     ),
     "hypercolumn": ModelEntry(
         Hypercolumn, "Hariharan, Arbeláez, Girshick & Malik, Hypercolumns for Object Segmentation and "
@@ -55,19 +66,21 @@ MODELS: dict[str, ModelEntry] = {
     "deeplabv2": ModelEntry(
         DeepLabV2, "Chen, Papandreou, Kokkinos, Murphy & Yuille, DeepLab: Semantic Image Segmentation with Deep "
         "Convolutional Nets, Atrous Convolution, and Fully Connected CRFs, TPAMI 2017", ("resnet101", "resnet50"),
+        timm=True,
     ),
     "deeplabv3": ModelEntry(
         DeepLabV3, "Chen, Papandreou, Schroff & Adam, Rethinking Atrous Convolution for Semantic Image "
         "Segmentation, arXiv 2017",
-        ("resnet101", "resnet50", "xception65", "mobilenet_v2", "mobilenet_v3_large"),
+        ("resnet101", "resnet50", "xception65", "mobilenet_v2", "mobilenet_v3_large"), timm=True,
     ),
     "deeplabv3plus": ModelEntry(
         DeepLabV3Plus, "Chen, Zhu, Papandreou, Schroff & Adam, Encoder-Decoder with Atrous Separable "
         "Convolution for Semantic Image Segmentation, ECCV 2018",
-        ("xception65", "resnet101", "resnet50", "mobilenet_v2", "mobilenet_v3_large"),
+        ("xception65", "resnet101", "resnet50", "mobilenet_v2", "mobilenet_v3_large"), timm=True,
     ),
     "fcn": ModelEntry(
-        BackboneFCN, FCN_PAPER + " (torchvision's FCN head on a dilated ResNet)", ("resnet50", "resnet101")
+        BackboneFCN, FCN_PAPER + " (torchvision's FCN head on a dilated ResNet)", ("resnet50", "resnet101"),
+        timm=True,
     ),
     "lraspp": ModelEntry(
         LRASPP, "Howard et al., Searching for MobileNetV3, ICCV 2019 (the LR-ASPP head)",
@@ -111,8 +124,9 @@ def create_model(name: str, num_classes: int = 21, **options: Any) -> Segmentati
                          f"{sorted({model for model, _ in TORCHVISION_WEIGHTS})}")
     options = check_options(f"model {name!r}", entry.builder, options, exclude=("num_classes",))
     backbone = options.get("backbone", valid.get("backbone"))
-    if "backbone" in options and backbone not in entry.backbones:
-        raise ValueError(f"model {name!r} takes backbone one of {list(entry.backbones)}, got {backbone!r}")
+    if "backbone" in options and not entry.accepts(backbone):
+        timm = f" or {TIMM_PREFIX}<name>" if entry.timm else ""
+        raise ValueError(f"model {name!r} takes backbone one of {list(entry.backbones)}{timm}, got {backbone!r}")
     if weights is not None:
         options = with_torchvision_architecture(name, backbone, weights, num_classes, options)
     model = entry.builder(num_classes=num_classes, **options)
