@@ -51,6 +51,8 @@ def valid_weight_fraction(rate: int, size: int = FEATURE_SIZE) -> tuple[float, f
     Counted by the 3x3 branch of a real ASPP with every weight 1 run on a map of ones: each output is then the
     number of weights that land inside.
     """
+    if rate < 1 or size < 1:
+        raise ValueError(f"rate and size must be >= 1, got rate={rate}, size={size}")
     conv = ASPP(1, 1, rates=(rate,)).branches[1][0]
     with torch.no_grad():
         nn.init.ones_(conv.weight)
@@ -81,7 +83,7 @@ def aspp(*, seed: int = 0, image_size: int = IMAGE_SIZE, valid_rates: tuple[int,
     fractions = [valid_weight_fraction(rate) for rate in valid_rates]
     numbers = {
         "image_size": image_size,
-        "output_strides": strides,
+        "output_strides": {str(output_stride): entry for output_stride, entry in strides.items()},
         "valid_weights": {"feature_size": FEATURE_SIZE, "rates": list(valid_rates),
                           "mean_fraction": [mean for mean, _ in fractions],
                           "centre_only_fraction": [centre for _, centre in fractions]},

@@ -2,7 +2,7 @@
 
 Back-propagating from the centre output pixel through the real ``atrous_conv3x3`` layers gives, at each
 input pixel, how many paths reach it: the receptive field is ``1 + 2 * sum(rates)`` wide, and with rates
-(2, 2, 2) three quarters of its pixels are never seen (Wang et al., "Understanding Convolution for Semantic
+(2, 2, 2) most of its pixels are never seen (Wang et al., "Understanding Convolution for Semantic
 Segmentation", 2018), while (1, 2, 5) covers it completely.
 """
 

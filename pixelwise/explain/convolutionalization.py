@@ -37,6 +37,9 @@ def convolutionalization(*, seed: int = 0, scene_size: tuple[int, int] = (384, 4
     The weights are torchvision's random initialisation (seeded): nothing is downloaded, and the equality
     of the logits holds for any weights.
     """
+    small = [(height, width) for height, width in (*sizes, scene_size) if min(height, width) < CLASSIFIER_SIZE]
+    if small:
+        raise ValueError(f"sizes {small} are smaller than the classifier's {CLASSIFIER_SIZE}x{CLASSIFIER_SIZE} input")
     torch.manual_seed(seed)
     classifier = vgg16(weights=None).eval()
     fully_convolutional = convolutionalize(classifier).eval()

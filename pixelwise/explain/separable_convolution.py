@@ -48,6 +48,9 @@ def seconds_per_pass(module: nn.Module, image: torch.Tensor, repeats: int) -> fl
 def separable_convolution(*, seed: int = 0, channels: tuple[int, ...] = (16, 32, 64, 128, 256),
                           size: int = 32, repeats: int = 5) -> Explained:
     """Compare the two 3x3 convolutions, ``C`` to ``C`` channels, on a (1, C, size, size) input per count."""
+    if not channels or min(channels) < 1 or size < 1 or repeats < 1:
+        raise ValueError(f"channels must be positive counts and size, repeats >= 1; got channels={channels}, "
+                         f"size={size}, repeats={repeats}")
     torch.manual_seed(seed)
     rows = []
     for count in channels:

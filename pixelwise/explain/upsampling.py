@@ -28,6 +28,7 @@ UPSAMPLERS = {
     "bilinear + conv": ("bilinear", None),
 }
 BORDER = 4  # output pixels left out of the spectrum: zero padding makes every border differ from the interior
+MIN_SIZE = 12  # the smooth input fades out over 3 pixels at each side and is drawn on a grid 4 times coarser
 
 
 def overlap_counts(upsampler: Upsample, size: int) -> torch.Tensor:
@@ -76,6 +77,8 @@ def smooth_input(size: int, seed: int) -> torch.Tensor:
 
 def upsampling(*, seed: int = 0, size: int = 24) -> Explained:
     """Upsample a constant and a smooth random ``size`` x ``size`` input by 2 with each of the five layers."""
+    if size < MIN_SIZE:
+        raise ValueError(f"upsampling needs an input of at least {MIN_SIZE}x{MIN_SIZE} pixels, got {size}")
     torch.manual_seed(seed)
     layers = {name: Upsample(1, 1, FACTOR, mode, kernel_size=kernel).eval()
               for name, (mode, kernel) in UPSAMPLERS.items()}
