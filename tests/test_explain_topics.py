@@ -166,3 +166,38 @@ def test_aspp_valid_weights_and_fields(tmp_path):
 
     with pytest.raises(ValueError, match="rate and size must be >= 1"):
         valid_weight_fraction(0)
+
+
+def test_fcn_crop_offsets_equal_those_traced_through_the_network(tmp_path, one_thread):
+    from pixelwise.explain.fcn_skips import crop_offsets, traced_offsets
+    from pixelwise.models.fcn import FCN, OUTPUT_OFFSET, POOL3_OFFSET, POOL4_OFFSET
+
+    offsets = traced_offsets(FCN(3, 8, width_divisor=64))
+    # The docstring's table: pixel j of each map is centred on input coordinate offset + stride * j.
+    expected = {"pool3": -95.5, "pool4": -91.5, "score_fr": 12.5, "upscore2": 4.5, "upscore_pool4": 0.5,
+                "upscore_final": -3.0}
+    assert offsets == pytest.approx(expected, abs=1e-6)
+    assert crop_offsets(offsets) == pytest.approx({"pool4": POOL4_OFFSET, "pool3": POOL3_OFFSET,
+                                                   "output": OUTPUT_OFFSET}, abs=1e-6)
+    with pytest.raises(ValueError, match="tracing needs FCN-8s"):
+        traced_offsets(FCN(3, 16, width_divisor=64))
+
+    result = pixelwise.explain.fcn_skips(steps=2, image_size=32, width_divisor=64, batch_size=2)
+    assert result.numbers["traced_crops"] == pytest.approx({"pool4": 6, "pool3": 12, "output": 3}, abs=1e-6)
+    assert set(result.numbers["scores"]) == {"FCN-32s", "FCN-16s", "FCN-8s"}
+    for scores in result.numbers["scores"].values():
+        assert 0 <= scores["mIoU"] <= 1 and 0 <= scores["boundary_f_score_2px"] <= 1
+    assert_figures_written(result, tmp_path)
+
+
+def test_fcn_width_divisor_keeps_the_geometry():
+    from pixelwise.models.fcn import FCN
+
+    narrow = FCN(3, 8, width_divisor=16)
+    assert narrow.backbone.channels == (4, 8, 16, 32, 32)
+    assert narrow.classifier[0].out_channels == 256
+    assert narrow(torch.rand(1, 3, 37, 50)).shape == (1, 3, 37, 50)
+    with pytest.raises(ValueError, match="width_divisor must divide 64"):
+        FCN(width_divisor=3)
+    with pytest.raises(ValueError, match="pretrained_backbone needs the full VGG16 width"):
+        FCN(width_divisor=2, pretrained_backbone=True)
