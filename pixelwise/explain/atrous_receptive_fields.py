@@ -70,10 +70,14 @@ def atrous_receptive_fields(*, seed: int = 0, rate_stacks: tuple[tuple[int, ...]
 
 
 def _figure(gradients: dict[tuple[int, ...], torch.Tensor]) -> Figure:
-    figure = Figure(figsize=(4 * len(gradients), 4.4), layout="constrained")
+    figure = Figure(figsize=(4 * len(gradients), 4.8), layout="constrained")
+    # Every map cropped to the largest field and a 2-pixel margin, so that the fields compare at one scale.
+    reach = max(receptive_field(gradient)[0] for gradient in gradients.values()) // 2 + 2
     for axis, (rates, gradient) in zip(figure.subplots(1, len(gradients)), gradients.items(), strict=True):
         side, holes = receptive_field(gradient)
-        axis.imshow(gradient.numpy(), cmap="inferno", interpolation="nearest")
+        centre = gradient.shape[0] // 2
+        window = gradient[centre - reach : centre + reach + 1, centre - reach : centre + reach + 1]
+        axis.imshow(window.numpy(), cmap="inferno", interpolation="nearest")
         axis.set_title(f"rates {rates}: field {side}x{side}\n{holes:.0%} of it never reached")
         axis.set_xticks([])
         axis.set_yticks([])
