@@ -182,11 +182,15 @@ def test_fcn_crop_offsets_equal_those_traced_through_the_network(tmp_path, one_t
     with pytest.raises(ValueError, match="tracing needs FCN-8s"):
         traced_offsets(FCN(3, 16, width_divisor=64))
 
-    result = pixelwise.explain.fcn_skips(steps=2, image_size=32, width_divisor=64, batch_size=2)
+    result = pixelwise.explain.fcn_skips(steps=2, image_size=32, width_divisor=64, batch_size=2, train_images=2)
     assert result.numbers["traced_crops"] == pytest.approx({"pool4": 6, "pool3": 12, "output": 3}, abs=1e-6)
-    assert set(result.numbers["scores"]) == {"FCN-32s", "FCN-16s", "FCN-8s"}
-    for scores in result.numbers["scores"].values():
-        assert 0 <= scores["mIoU"] <= 1 and 0 <= scores["boundary_f_score_2px"] <= 1
+    for split in ("train", "val"):
+        assert set(result.numbers["scores"][split]) == {"FCN-32s", "FCN-16s", "FCN-8s"}
+        for scores in result.numbers["scores"][split].values():
+            assert 0 <= scores["mIoU"] <= 1 and 0 <= scores["boundary_f_score_2px"] <= 1
+    # The upsamplers stay bilinear (the paper's fixed upscore layers) while the rest trains.
+    model = result.extras["models"]["FCN-8s"]
+    torch.testing.assert_close(model.upscore_final.conv.weight, FCN(5, 8, width_divisor=64).upscore_final.conv.weight)
     assert_figures_written(result, tmp_path)
 
 
