@@ -182,4 +182,5 @@ def _figure(images: torch.Tensor, masks: torch.Tensor, predictions: dict[str, to
             axis.set_yticks([])
             if row == 0:
                 axis.set_title(title)
+    figure.suptitle(f"{scenes} of the {len(images)} training scenes, as each variant fits them")
     return figure
