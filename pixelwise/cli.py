@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "pixelwise.commands.predict",
     "pixelwise.commands.serve",
     "pixelwise.commands.check_data",
+    "pixelwise.commands.explain",
 )
 
 

@@ -21,8 +21,16 @@ from pixelwise.backbones.base import Backbone, DilationSchedule, scaled_rates
 VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 
 
-def vgg16_layers(in_channels: int = 3, first_padding: int = 1, ceil_mode: bool = True) -> nn.Sequential:
-    """torchvision's ``vgg16().features``, with the first padding and the pooling mode exposed."""
+def vgg16_layers(
+    in_channels: int = 3, first_padding: int = 1, ceil_mode: bool = True, width_divisor: int = 1
+) -> nn.Sequential:
+    """torchvision's ``vgg16().features``, with the first padding, the pooling mode and the width exposed.
+
+    ``width_divisor`` divides every convolution's channels: the same geometry (sizes, strides, receptive
+    fields) at a fraction of the cost, for models trained in seconds on a CPU (the lecture gallery).
+    """
+    if width_divisor < 1 or 64 % width_divisor:
+        raise ValueError(f"width_divisor must divide 64, got {width_divisor}")
     layers: list[nn.Module] = []
     channels = in_channels
     for item in VGG16_LAYOUT:
@@ -30,8 +38,8 @@ def vgg16_layers(in_channels: int = 3, first_padding: int = 1, ceil_mode: bool =
             layers.append(nn.MaxPool2d(2, 2, ceil_mode=ceil_mode))
         else:
             padding = first_padding if not layers else 1
-            layers += [nn.Conv2d(channels, item, 3, padding=padding), nn.ReLU(inplace=True)]
-            channels = item
+            layers += [nn.Conv2d(channels, item // width_divisor, 3, padding=padding), nn.ReLU(inplace=True)]
+            channels = item // width_divisor
     return nn.Sequential(*layers)
 
 
@@ -39,8 +47,9 @@ class VGG16(Backbone):
     """VGG16 convolutional layers: (N, C, H, W) -> the five pooled maps pool1 ... pool5.
 
     ``channels`` and ``strides`` describe the returned maps: 64, 128, 256, 512, 512 channels at
-    strides 2, 4, 8, 16, 32 (``ceil(H / stride)`` pixels each with ``first_padding=1``). The backbone of
-    FCN and Hypercolumns, whose convolutionalized fc6/fc7 live in the models; output stride 32 only.
+    strides 2, 4, 8, 16, 32 (``ceil(H / stride)`` pixels each with ``first_padding=1``), every channel
+    count divided by ``width_divisor``. The backbone of FCN and Hypercolumns, whose convolutionalized fc6/fc7
+    live in the models; output stride 32 only.
     """
 
     channels = (64, 128, 256, 512, 512)
@@ -48,10 +57,12 @@ class VGG16(Backbone):
     output_strides = (32,)
 
     def __init__(
-        self, in_channels: int = 3, output_stride: int = 32, first_padding: int = 1, ceil_mode: bool = True
+        self, in_channels: int = 3, output_stride: int = 32, first_padding: int = 1, ceil_mode: bool = True,
+        width_divisor: int = 1,
     ) -> None:
         super().__init__(output_stride)
-        self.features = vgg16_layers(in_channels, first_padding, ceil_mode)
+        self.features = vgg16_layers(in_channels, first_padding, ceil_mode, width_divisor)
+        self.channels = tuple(channels // width_divisor for channels in VGG16.channels)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         pooled = []

@@ -60,14 +60,17 @@ def synthetic_batch(split: str, count: int, image_size: int = 64, num_classes: i
 
 
 def train_briefly(model: nn.Module, steps: int = 300, batch_size: int = 8, image_size: int = 64,
-                  num_classes: int = 5, lr: float = 3e-3, seed: int = 0) -> nn.Module:
-    """Train ``model`` for ``steps`` Adam steps on 256 synthetic scenes, seeded: the same weights every run.
+                  num_classes: int = 5, lr: float = 3e-3, seed: int = 0, num_images: int = 256) -> nn.Module:
+    """Train ``model`` for ``steps`` Adam steps on ``num_images`` synthetic scenes, seeded: the same weights
+    every run.
 
     A gallery model, not a recipe: long enough that the figures show each architecture's character,
-    short enough that the whole gallery runs in minutes on two CPU cores.
+    short enough that the whole gallery runs in minutes on two CPU cores. A few scenes (``num_images``
+    down to ``batch_size``) are learnt by heart in a few steps, which shows what an architecture can
+    represent when its generalisation would take longer than the gallery can.
     """
     torch.manual_seed(seed)
-    images, masks = synthetic_batch("train", 256, image_size, num_classes, seed)
+    images, masks = synthetic_batch("train", num_images, image_size, num_classes, seed)
     order = np.random.default_rng(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()

@@ -47,6 +47,8 @@ class FCN(SegmentationModel):
     ``output_stride`` 32, 16 or 8 gives FCN-32s, -16s or -8s. The skip score layers start at zero,
     as in the paper, so a net fine-tuned from the coarser variant starts where that one ended.
     ``pretrained_backbone`` (True or a file) loads ImageNet VGG16 into the convolutions and fc6/fc7.
+    ``width_divisor`` divides the channels of VGG16 and fc6/fc7 (4096): the same offsets and strides, a
+    fraction of the cost, for CPU demonstrations; ImageNet weights need the full width.
     """
 
     def __init__(
@@ -57,25 +59,30 @@ class FCN(SegmentationModel):
         upsampling: UpsamplingMode = "transposed",
         dropout: float = 0.5,
         pretrained_backbone: bool | str | os.PathLike = False,
+        width_divisor: int = 1,
     ) -> None:
         super().__init__()
+        if pretrained_backbone and width_divisor != 1:
+            raise ValueError(f"pretrained_backbone needs the full VGG16 width, got width_divisor={width_divisor}")
         # FCN-32s/16s/8s: the stride of the finest scores fused (the VGG16 itself always runs at 32).
         self.output_stride = check_output_stride(output_stride)
-        self.backbone = build_backbone("vgg16", in_channels, first_padding=100)
+        self.backbone = build_backbone("vgg16", in_channels, first_padding=100, width_divisor=width_divisor)
+        pool3_channels, pool4_channels, pool5_channels = self.backbone.channels[2:]
+        fc_channels = 4096 // width_divisor
         self.classifier = nn.Sequential(
-            nn.Conv2d(512, 4096, 7),  # fc6
+            nn.Conv2d(pool5_channels, fc_channels, 7),  # fc6
             nn.ReLU(inplace=True),
             nn.Dropout2d(dropout),
-            nn.Conv2d(4096, 4096, 1),  # fc7
+            nn.Conv2d(fc_channels, fc_channels, 1),  # fc7
             nn.ReLU(inplace=True),
             nn.Dropout2d(dropout),
-            nn.Conv2d(4096, num_classes, 1),  # score_fr
+            nn.Conv2d(fc_channels, num_classes, 1),  # score_fr
         )
         if output_stride <= 16:
-            self.score_pool4 = _zero_conv1x1(512, num_classes)
+            self.score_pool4 = _zero_conv1x1(pool4_channels, num_classes)
             self.upscore2 = Upsample(num_classes, num_classes, 2, upsampling, bias=False)
         if output_stride == 8:
-            self.score_pool3 = _zero_conv1x1(256, num_classes)
+            self.score_pool3 = _zero_conv1x1(pool3_channels, num_classes)
             self.upscore_pool4 = Upsample(num_classes, num_classes, 2, upsampling, bias=False)
         self.upscore_final = Upsample(num_classes, num_classes, output_stride, upsampling, bias=False)
         if pretrained_backbone:
