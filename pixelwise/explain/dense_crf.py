@@ -40,7 +40,7 @@ def load_camvid(root: str, split: str, count: int) -> tuple[torch.Tensor, torch.
     return torch.stack(images), torch.stack(masks), dataset.palette, dataset.class_names
 
 
-def scene(data: str | None, seed: int, steps: int, image_size: int) -> tuple:
+def scene(data: str | None, seed: int, steps: int, image_size: int, train_images: int) -> tuple:
     """(trained model, image (3, H, W) in [0, 1], its mask, palette, data set name)."""
     if data is None:
         num_classes, palette, name = 5, SYNTHETIC_PALETTE, "synthetic"
@@ -50,7 +50,7 @@ def scene(data: str | None, seed: int, steps: int, image_size: int) -> tuple:
         name, root = parse_data_source(data)
         if name != "camvid" or root is None:
             raise ValueError(f"dense-crf takes --data camvid:ROOT, got {data!r}")
-        training_images, training_masks, palette, class_names = load_camvid(root, "train", 96)
+        training_images, training_masks, palette, class_names = load_camvid(root, "train", train_images)
         training, num_classes = (training_images, training_masks), len(class_names)
         images, masks, _, _ = load_camvid(root, "val", 1)
     torch.manual_seed(seed)
@@ -68,9 +68,11 @@ def scores(labels: torch.Tensor, mask: torch.Tensor, num_classes: int) -> dict[s
 
 
 def dense_crf(*, seed: int = 0, data: str | None = None, steps: int = 150, image_size: int = 64,
-              iterations: int = 10, exact: bool = False) -> Explained:
-    """Refine one prediction with ``CRFSettings``' kernels; ``exact`` filters with dense matrices (small images)."""
-    model, image, mask, palette, name = scene(data, seed, steps, image_size)
+              iterations: int = 10, exact: bool = False, train_images: int = 96) -> Explained:
+    """Refine one prediction with ``CRFSettings``' kernels; ``exact`` filters with dense matrices (small images).
+
+    ``train_images`` CamVid images train the unary model (the synthetic set always gives 256 scenes)."""
+    model, image, mask, palette, name = scene(data, seed, steps, image_size, train_images)
     with torch.no_grad():
         probs = model(image[None])[0].softmax(0)
     pixels = (image * 255 + 0.5).to(torch.uint8)
