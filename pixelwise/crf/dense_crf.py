@@ -102,7 +102,8 @@ def mean_field_energy(q: Tensor, probs: Tensor, image: Tensor | np.ndarray, *,
 
     ``sum_i sum_l q_il log q_il + sum_i sum_l q_il U_il + sum_k sum_i q_i . (mu_k A_k q)_i``
 
-    (Potts of weight w: ``mu_k = -w I``). Mean field lowers it iteration by iteration. ``exact`` filters with
+    (Potts of weight w: ``mu_k = -w I``). Mean field (parallel updates) usually lowers it at every iteration,
+    though it need not. ``exact`` filters with
     dense kernel matrices instead of the lattice."""
     unary, features, compats, _ = _terms(probs, image, gaussian_sxy, gaussian_compat, bilateral_sxy,
                                          bilateral_srgb, bilateral_compat)

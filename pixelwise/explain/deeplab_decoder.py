@@ -63,8 +63,9 @@ def deeplab_decoder(*, seed: int = 0, steps: int = 120, image_size: int = 64, ev
         numbers=numbers,
         figures={"deeplab_decoder": draw(images[:3], masks[:3], predictions)},
         caption=(
-            "DeepLab v3 upsamples its stride-16 scores 16 times in one step, so its shapes come out rounded; "
-            "v3+ fuses the stride-4 backbone features in a small decoder and follows the edges. The error maps "
+            "DeepLab v3 upsamples its stride-16 scores 16 times in one step, so its shapes can only come out as "
+            "blobs, and a brief training of it barely leaves the background class; v3+ fuses the stride-4 "
+            "backbone features in a small decoder, learns faster and follows the edges. The error maps "
             f"mark wrong pixels within {TOLERANCE} px of a true boundary in red, the others in grey: boundary "
             f"F-score ({TOLERANCE} px) {v3:.3f} without the decoder, {plus:.3f} with it. Reduced setting: "
             f"MobileNetV2 from scratch, {steps} steps on {image_size}x{image_size} synthetic scenes. The table "
