@@ -68,7 +68,7 @@ def scores(labels: torch.Tensor, mask: torch.Tensor, num_classes: int) -> dict[s
 
 
 def dense_crf(*, seed: int = 0, data: str | None = None, steps: int = 150, image_size: int = 64,
-              iterations: int = 10, exact: bool = False, train_images: int = 96) -> Explained:
+              iterations: int = CRFSettings.iterations, exact: bool = False, train_images: int = 96) -> Explained:
     """Refine one prediction with ``CRFSettings``' kernels; ``exact`` filters with dense matrices (small images).
 
     ``train_images`` CamVid images train the unary model (the synthetic set always gives 256 scenes)."""
@@ -84,10 +84,9 @@ def dense_crf(*, seed: int = 0, data: str | None = None, steps: int = 150, image
                  for t in range(iterations + 1)]
     energies = [mean_field_energy(q, probs, pixels, **kernels, exact=exact) for q in marginals]
     before, after = probs.argmax(0), marginals[-1].argmax(0)
-    widths = {}
-    for srgb in RANGE_WIDTHS:
-        refined = run_dense_crf(probs, pixels, **{**settings, "bilateral_srgb": srgb}, exact=exact).argmax(0)
-        widths[srgb] = refined
+    widths = {srgb: after if srgb == settings["bilateral_srgb"] else
+              run_dense_crf(probs, pixels, **{**settings, "bilateral_srgb": srgb}, exact=exact).argmax(0)
+              for srgb in RANGE_WIDTHS}
     numbers = {
         "data": name,
         "image_size": list(mask.shape),
