@@ -34,7 +34,7 @@ def low_level_features(backbone: str, output_stride: int, size: tuple[int, int])
             "declared_stride": model.backbone.strides[model.low_level_index]}
 
 
-def deeplab_decoder(*, seed: int = 0, steps: int = 120, image_size: int = 64, eval_images: int = 32,
+def deeplab_decoder(*, seed: int = 0, steps: int = 120, image_size: int = 48, eval_images: int = 32,
                     probe_size: tuple[int, int] = (97, 129)) -> Explained:
     """Train v3 and v3+ for ``steps`` steps each, compare them on ``eval_images`` validation scenes."""
     images, masks = synthetic_batch("val", eval_images, image_size, NUM_CLASSES, seed)
