@@ -17,8 +17,10 @@ from pixelwise.models.unet import UNet, level_sizes, valid_margin, valid_output_
 CASES = (("valid 572x572", "valid", 572, 572), ("same 97x101", "same", 97, 101), ("same 1x1", "same", 1, 1))
 
 
-def unet_sizes(*, depth: int = 4, cases: tuple[tuple[str, str, int, int], ...] = CASES) -> Explained:
-    """Record each case's per-level sizes and draw them as the U of the paper's Figure 1."""
+def unet_sizes(*, seed: int = 0, depth: int = 4, cases: tuple[tuple[str, str, int, int], ...] = CASES) -> Explained:
+    """Record each case's per-level sizes and draw them as the U of the paper's Figure 1.
+
+    ``seed`` is the gallery's keyword every topic takes; shapes depend on no weights, so it changes nothing."""
     numbers: dict = {"depth": depth, "valid_margin": valid_margin(depth), "cases": {}}
     figure = Figure(figsize=(5.0 * len(cases), 4.6))
     for index, (name, padding, height, width) in enumerate(cases):
