@@ -21,7 +21,7 @@ from torch import Tensor
 from .kernels import PairwiseKernels, pixel_features
 from .settings import CRFSettings
 
-__all__ = ["dense_crf", "refine"]
+__all__ = ["dense_crf", "mean_field_energy", "refine"]
 
 _CLIP = 1e-5
 
@@ -57,36 +57,11 @@ def dense_crf(probs: Tensor, image: Tensor | np.ndarray, *, iterations: int = CR
         for float64 input).
     """
     single = probs.dim() == 3
-    probs4 = _check_probs(probs)
-    batch, classes, height, width = probs4.shape
-    images = image_tensor(image, batch, height, width, probs.device)
     if not isinstance(iterations, numbers.Integral) or iterations < 0:
         raise ValueError(f"iterations must be a non-negative integer, got {iterations!r}")
-    for name, value in (("gaussian_sxy", gaussian_sxy), ("bilateral_sxy", bilateral_sxy),
-                        ("bilateral_srgb", bilateral_srgb)):
-        if not value > 0:
-            raise ValueError(f"{name} must be positive, got {value!r}")
-
-    dtype = torch.float64 if probs.dtype == torch.float64 else torch.float32
-    p = probs4.to(dtype)
-    total = p.sum(1, keepdim=True)
-    if not float(total.min()) > 0:
-        raise ValueError("probs must have a positive sum over the classes at every pixel")
-    p = (p / total).clamp_(_CLIP, 1.0).log_().neg_()
-    unary = p.permute(0, 2, 3, 1).reshape(-1, classes)
-
-    features, compats, keys = [], [], []
-    mu = _compatibility("gaussian_compat", gaussian_compat, classes, dtype, probs.device)
-    if mu is not None:
-        features.append(pixel_features(batch, height, width, gaussian_sxy, dtype=dtype, device=probs.device))
-        compats.append(mu)
-        keys.append(("smoothness", batch, height, width, float(gaussian_sxy), dtype))
-    mu = _compatibility("bilateral_compat", bilateral_compat, classes, dtype, probs.device)
-    if mu is not None:
-        features.append(pixel_features(batch, height, width, bilateral_sxy, images, bilateral_srgb, dtype=dtype,
-                                       device=probs.device))
-        compats.append(mu)
-        keys.append(None)
+    unary, features, compats, keys = _terms(probs, image, gaussian_sxy, gaussian_compat, bilateral_sxy,
+                                            bilateral_srgb, bilateral_compat)
+    batch, classes, height, width = (1, *probs.shape) if single else probs.shape
 
     # -log(1e-5) < 11.6 bounds the unaries, so the first softmax needs no shift.
     q = _softmax_rows(-unary, (-11.6, 0.0))
@@ -114,6 +89,70 @@ def dense_crf(probs: Tensor, image: Tensor | np.ndarray, *, iterations: int = CR
 
     out = q.view(batch, height, width, classes).permute(0, 3, 1, 2).to(probs.dtype).contiguous()
     return out[0] if single else out
+
+
+def mean_field_energy(q: Tensor, probs: Tensor, image: Tensor | np.ndarray, *,
+                      gaussian_sxy: float = CRFSettings.gaussian_sxy,
+                      gaussian_compat: float | Tensor = CRFSettings.gaussian_compat,
+                      bilateral_sxy: float = CRFSettings.bilateral_sxy,
+                      bilateral_srgb: float = CRFSettings.bilateral_srgb,
+                      bilateral_compat: float | Tensor = CRFSettings.bilateral_compat, exact: bool = False) -> float:
+    """The mean-field objective of marginals ``q`` in the CRF of ``probs`` and ``image`` (``dense_crf``'s
+    arguments and keywords), summed over the batch: pydensecrf's ``klDivergence``, KL(Q || P) - log Z,
+
+    ``sum_i sum_l q_il log q_il + sum_i sum_l q_il U_il + sum_k sum_i q_i . (mu_k A_k q)_i``
+
+    (Potts of weight w: ``mu_k = -w I``). Mean field (parallel updates) usually lowers it at every iteration,
+    though it need not. ``exact`` filters with
+    dense kernel matrices instead of the lattice."""
+    unary, features, compats, _ = _terms(probs, image, gaussian_sxy, gaussian_compat, bilateral_sxy,
+                                         bilateral_srgb, bilateral_compat)
+    if q.shape != probs.shape:
+        raise ValueError(f"q must have the shape of probs {tuple(probs.shape)}, got {tuple(q.shape)}")
+    classes = unary.shape[1]
+    q_rows = (q.unsqueeze(0) if q.dim() == 3 else q).to(unary.dtype).permute(0, 2, 3, 1).reshape(-1, classes)
+    energy = (q_rows * q_rows.clamp_min(1e-20).log()).sum() + (q_rows * unary).sum()
+    if features:
+        filtered = PairwiseKernels(features, exact=exact).filter(q_rows)
+        for mu, f in zip(compats, filtered, strict=True):
+            energy = energy + (q_rows * (-mu * f if isinstance(mu, float) else f @ mu)).sum()
+    return float(energy)
+
+
+def _terms(probs: Tensor, image: Tensor | np.ndarray, gaussian_sxy: float, gaussian_compat: float | Tensor,
+           bilateral_sxy: float, bilateral_srgb: float, bilateral_compat: float | Tensor
+           ) -> tuple[Tensor, list[Tensor], list[float | Tensor], list[tuple | None]]:
+    """Checked inputs -> the unaries ``(N*H*W, C)``, one feature tensor and compatibility per kernel that is on,
+    and the kernels' cache keys (the smoothness kernel depends only on the size)."""
+    probs4 = _check_probs(probs)
+    batch, classes, height, width = probs4.shape
+    images = image_tensor(image, batch, height, width, probs.device)
+    for name, value in (("gaussian_sxy", gaussian_sxy), ("bilateral_sxy", bilateral_sxy),
+                        ("bilateral_srgb", bilateral_srgb)):
+        if not value > 0:
+            raise ValueError(f"{name} must be positive, got {value!r}")
+
+    dtype = torch.float64 if probs.dtype == torch.float64 else torch.float32
+    p = probs4.to(dtype)
+    total = p.sum(1, keepdim=True)
+    if not float(total.min()) > 0:
+        raise ValueError("probs must have a positive sum over the classes at every pixel")
+    p = (p / total).clamp_(_CLIP, 1.0).log_().neg_()
+    unary = p.permute(0, 2, 3, 1).reshape(-1, classes)
+
+    features, compats, keys = [], [], []
+    mu = _compatibility("gaussian_compat", gaussian_compat, classes, dtype, probs.device)
+    if mu is not None:
+        features.append(pixel_features(batch, height, width, gaussian_sxy, dtype=dtype, device=probs.device))
+        compats.append(mu)
+        keys.append(("smoothness", batch, height, width, float(gaussian_sxy), dtype))
+    mu = _compatibility("bilateral_compat", bilateral_compat, classes, dtype, probs.device)
+    if mu is not None:
+        features.append(pixel_features(batch, height, width, bilateral_sxy, images, bilateral_srgb, dtype=dtype,
+                                       device=probs.device))
+        compats.append(mu)
+        keys.append(None)
+    return unary, features, compats, keys
 
 
 def refine(probs: Tensor, images: Tensor, settings: CRFSettings) -> Tensor:

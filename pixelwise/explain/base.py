@@ -60,17 +60,20 @@ def synthetic_batch(split: str, count: int, image_size: int = 64, num_classes: i
 
 
 def train_briefly(model: nn.Module, steps: int = 300, batch_size: int = 8, image_size: int = 64,
-                  num_classes: int = 5, lr: float = 3e-3, seed: int = 0, num_images: int = 256) -> nn.Module:
+                  num_classes: int = 5, lr: float = 3e-3, seed: int = 0, num_images: int = 256,
+                  data: tuple[torch.Tensor, torch.Tensor] | None = None) -> nn.Module:
     """Train ``model`` for ``steps`` Adam steps on ``num_images`` synthetic scenes, seeded: the same weights
     every run.
 
     A gallery model, not a recipe: long enough that the figures show each architecture's character,
     short enough that the whole gallery runs in minutes on two CPU cores. A few scenes (``num_images``
     down to ``batch_size``) are learnt by heart in a few steps, which shows what an architecture can
-    represent when its generalisation would take longer than the gallery can.
+    represent when its generalisation would take longer than the gallery can. ``data``, float (N, 3, H, W)
+    images in [0, 1] and int64 (N, H, W) masks, replaces the synthetic scenes (``image_size`` is then unused).
     """
     torch.manual_seed(seed)
-    images, masks = synthetic_batch("train", num_images, image_size, num_classes, seed)
+    images, masks = data if data is not None else synthetic_batch("train", num_images, image_size, num_classes,
+                                                                 seed)
     order = np.random.default_rng(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()

@@ -67,21 +67,28 @@ class Hypercolumn(SegmentationModel):
             vgg = nn.ModuleDict({"features": self.backbone.features, "classifier": self.fc})
             load_backbone_weights(vgg, "vgg16", pretrained_backbone)
 
+    def taps(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The tapped features pool2, pool4 and fc7: (N, 128 | 512 | 4096, h_t, w_t) at ``tap_strides``."""
+        _, pool2, _, pool4, pool5 = self.backbone(image)
+        return pool2, pool4, self.fc(pool5)
+
     def tap_scores(self, image: torch.Tensor) -> list[torch.Tensor]:
         """Per-tap scores (N, G*G*C, h_t, w_t) at each tap's own stride."""
-        _, pool2, _, pool4, pool5 = self.backbone(image)
-        taps = (pool2, pool4, self.fc(pool5))
-        return [classify(tap) for classify, tap in zip(self.classifiers, taps, strict=True)]
+        return [classify(tap) for classify, tap in zip(self.classifiers, self.taps(image), strict=True)]
 
-    def box_logits(self, scores: list[torch.Tensor], rois: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """Logits (K, C, h, w) on an h x w grid over each box of ``rois`` (K, 5) = (index, x1, y1, x2, y2)."""
+    def cell_logits(self, scores: list[torch.Tensor], rois: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Every grid cell's classifier over the whole of each box: (K, G*G, C, h, w) on an h x w grid over
+        the boxes of ``rois`` (K, 5) = (index, x1, y1, x2, y2), before ``grid_weights`` picks by location."""
         summed = sum(
             roi_align(s, rois, output_size=size, spatial_scale=1.0 / stride, sampling_ratio=2, aligned=True)
             for s, stride in zip(scores, self.tap_strides, strict=True)
         )
-        cells = self.grid_size * self.grid_size
-        summed = summed.view(len(rois), cells, self.num_classes, *size)
-        return torch.einsum("kgchw,ghw->kchw", summed, self.grid_weights(size, summed))
+        return summed.view(len(rois), self.grid_size * self.grid_size, self.num_classes, *size)
+
+    def box_logits(self, scores: list[torch.Tensor], rois: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Logits (K, C, h, w) on an h x w grid over each box of ``rois`` (K, 5) = (index, x1, y1, x2, y2)."""
+        cells = self.cell_logits(scores, rois, size)
+        return torch.einsum("kgchw,ghw->kchw", cells, self.grid_weights(size, cells))
 
     def grid_weights(self, size: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
         """(G*G, h, w): how much each grid cell's classifier counts at each pixel; sums to 1 per pixel."""

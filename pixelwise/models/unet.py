@@ -171,3 +171,37 @@ def valid_input_size(output_size: int, depth: int = 4) -> int:
     for _ in range(depth):
         size = 2 * size + 4
     return size
+
+
+def level_sizes(model: UNet, height: int, width: int) -> dict[str, list[tuple[int, int]]]:
+    """The (rows, columns) of every map of ``model`` for an ``height x width`` input, recorded by forward hooks.
+
+    Lists in level order (0 = full resolution): ``encoder`` (depth + 1 maps, the last the bottom; each is the
+    skip before alignment), ``pooled`` (depth), and on the way up ``upsampled`` (the up-convolution's output),
+    ``joined`` (the size skip and upsampled map are concatenated at, after the crop) and ``decoder``; plus
+    ``output``, one entry. Shapes only: build the model under ``torch.device("meta")`` and nothing is computed.
+    """
+    sizes: dict[str, list[tuple[int, int]]] = {key: [] for key in ("encoder", "pooled", "upsampled", "joined",
+                                                                    "decoder")}
+
+    def record(key: str, of_input: bool = False):
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            sizes[key].append(tuple((inputs[0] if of_input else output).shape[-2:]))
+        return hook
+
+    hooks = [block.register_forward_hook(record("encoder")) for block in model.encoder]
+    hooks.append(model.pool.register_forward_hook(record("pooled")))
+    hooks += [up.register_forward_hook(record("upsampled")) for up in model.up]
+    hooks += [block.register_forward_hook(record("joined", of_input=True)) for block in model.decoder]
+    hooks += [block.register_forward_hook(record("decoder")) for block in model.decoder]
+    first = model.encoder[0][0]
+    try:
+        with torch.no_grad():
+            output = model(torch.zeros(1, first.in_channels, height, width, device=first.weight.device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for key in ("upsampled", "joined", "decoder"):  # the way up runs from the bottom: put it in level order
+        sizes[key].reverse()
+    sizes["output"] = [tuple(output.shape[-2:])]
+    return sizes
