@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import tempfile
 
-import pytest
 from PIL import Image
 
 from pixelwise.cli import main
@@ -71,35 +68,13 @@ def test_check_topics_keeps_order_and_defaults_to_all():
     assert check_topics([]) == [name for name, _ in list_topics()]
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-
-
-@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
-                    reason="chromium / chromedriver not found: apt-get install -y chromium chromium-driver")
-def test_index_opens_in_headless_chromium_with_every_image_loaded(tmp_path):
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
-    from selenium.webdriver.chrome.service import Service
-
+def test_index_opens_in_headless_chromium_with_every_image_loaded(browser, tmp_path):
     run_gallery(CHEAP_TOPICS, tmp_path / "gallery", progress=False)
-    profile = tempfile.mkdtemp(prefix="pixelwise-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
-        driver.set_page_load_timeout(30)
-        driver.get((tmp_path / "gallery" / "index.html").as_uri())
-        widths = driver.execute_script(
-            "return Array.from(document.images).map(image => image.complete ? image.naturalWidth : 0);")
-        sections = driver.execute_script("return Array.from(document.querySelectorAll('section')).map(s => s.id);")
-        errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
+    browser.get((tmp_path / "gallery" / "index.html").as_uri())
+    widths = browser.execute_script(
+        "return Array.from(document.images).map(image => image.complete ? image.naturalWidth : 0);")
+    sections = browser.execute_script("return Array.from(document.querySelectorAll('section')).map(s => s.id);")
+    errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert sections == CHEAP_TOPICS
     assert len(widths) == 3 and all(width > 0 for width in widths), widths
     assert errors == []
