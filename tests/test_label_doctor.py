@@ -139,6 +139,32 @@ def test_jpeg_compressed_masks(tmp_path):
     assert sorted(Path(path).name for path in finding.files) == ["j0.jpg", "j1.jpg"]
 
 
+def test_jpeg_masks_whose_values_stay_labels_are_named(tmp_path):
+    """Index masks 0/1/2 through JPEG, read with 10 classes: every value the compression makes is some label,
+    so only the file type tells."""
+    mask = np.zeros((32, 32), np.uint8)
+    mask[4:20, 4:20], mask[20:30, 10:30] = 1, 2
+    write_split(tmp_path, "train", {"a": mask, "b": mask[::-1].copy()}, suffix=".jpg")
+    report = check_dataset("folder", tmp_path, "train", num_classes=10)
+    assert "bad_labels" not in report.problem_counts  # the premise: no value left the labels
+    note = next(finding for finding in report.findings if finding.kind == "jpeg_masks")
+    assert not note.blocking and note.message.startswith("2 masks are JPEG files")
+    assert "losslessly (PNG)" in note.suggestion
+    assert sorted(Path(path).name for path in note.files) == ["a.jpg", "b.jpg"]
+
+
+def test_sixteen_bit_values_get_a_label_map(tmp_path):
+    mask = np.zeros((8, 8), np.uint16)
+    mask[:4], mask[6:] = 1000, 65535
+    write_split(tmp_path, "train", {"a": mask})
+    report = check_dataset("folder", tmp_path, "train", num_classes=3)
+    finding = next(finding for finding in report.findings if finding.kind == "values_above_classes")
+    assert "values above 255" in finding.message and "48 pixels, values 1000, 65535" in finding.message
+    assert "label_map: {1000: 1, 65535: 2}" in finding.suggestion
+    fixed = check_dataset("folder", tmp_path, "train", num_classes=3, label_map={1000: 1, 65535: 2})
+    assert not [finding for finding in fixed.findings if finding.blocking]
+
+
 def test_values_above_the_classes_suggest_num_classes(tmp_path):
     write_split(tmp_path, "train", {"a": np.array([[0, 1, 2, 3, 4]] * 2, np.uint8)})
     report = check_dataset("folder", tmp_path, "train", num_classes=3)
@@ -160,7 +186,8 @@ def test_absent_classes_and_classes_only_in_val(tmp_path, capsys):
         in val_report.findings[0].message
     # The largest label found is below num_classes - 1: the count may be wrong.
     report = check_dataset("folder", tmp_path, "train", num_classes=4)
-    assert "is num_classes 4 meant to be 2?" in report.findings[0].suggestion
+    assert "is num_classes 4 meant to be 2, or do the other classes occur only in other splits?" \
+        in report.findings[0].suggestion
 
     assert main(["check-data", f"folder:{tmp_path}", "--classes", "3", "--split", "train", "--split", "val"]) == 1
     out = capsys.readouterr().out

@@ -121,3 +121,13 @@ def test_no_module_outside_models_imports_a_model_class():
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pixelwise.models"):
                 offenders += [f"{path.relative_to(package)}: {a.name}" for a in node.names if a.name in classes]
     assert not offenders
+
+
+@pytest.mark.parametrize("in_channels", [0, -1])
+def test_in_channels_must_be_a_positive_whole_number(in_channels):
+    for name, options in (("unet", {}), ("unet", {"backbone": "resnet34"}),
+                          ("deeplabv3", {"backbone": "mobilenet_v2"})):
+        with pytest.raises(ValueError, match=f"in_channels must be a whole number >= 1, got {in_channels!r}"):
+            pixelwise.create_model(name, 2, in_channels=in_channels, **options)
+    with pytest.raises(ValueError, match=r"in_channels = 2.5 is not a valid int"):
+        pixelwise.create_model("unet", 2, in_channels=2.5)

@@ -114,3 +114,28 @@ def test_server_reports_backend_and_precision(tmp_path):
     segmenter = Segmenter(create_model("unet", 2, base_channels=4, depth=1), backend="openvino", precision="fp32")
     card = TestClient(create_app(segmenter)).get("/v1/model").json()["card"]
     assert (card["backend"], card["precision"]) == ("openvino", "fp32")
+
+
+def test_inputs_smaller_than_a_pooling_window_run_right_after_larger_ones():
+    """OpenVINO's MaxPool refuses windows larger than the map (and one thread then returned the last output)."""
+    torch.manual_seed(0)
+    model = create_model("unet", 4, base_channels=4, depth=3).eval()
+    torch_backend, openvino = Segmenter(model), Segmenter(model, backend="openvino", precision="fp32")
+    rng = np.random.default_rng(0)
+    for height, width in ((40, 40), (3, 5), (2, 130), (40, 40), (1, 1)):
+        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        expected, actual = logits_of(torch_backend, pixels), logits_of(openvino, pixels)
+        assert actual.shape == expected.shape == (1, 4, height, width)
+        assert (actual - expected).abs().max().item() <= 1e-3
+
+
+def test_export_makes_missing_folders_and_refuses_a_folder_in_the_bins_place(tmp_path, capsys):
+    save_model(create_model("unet", 2, base_channels=4, depth=1), tmp_path / "run")
+    out = tmp_path / "new" / "deeper" / "model.xml"
+    assert main(["export", "--checkpoint", str(tmp_path / "run"), "--format", "openvino", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.parent.iterdir()) == ["model.bin", "model.xml"]
+    (tmp_path / "other.bin").mkdir()
+    code = main(["export", "--checkpoint", str(tmp_path / "run"), "--format", "openvino",
+                 "--out", str(tmp_path / "other.xml")])
+    assert code == 2
+    assert "other.bin is a folder" in capsys.readouterr().err

@@ -98,13 +98,15 @@ def test_every_decoder_keeps_the_model_contract_on_timm(model: str, name: str) -
 
 @needs_timm
 def test_output_stride_goes_through_timm_or_is_a_clear_error() -> None:
-    # ConvNeXt dilates through timm's own output_stride; ViT has none, so only its own stride 16 is allowed.
+    # ConvNeXt dilates through timm's own output_stride; GhostNet has none, so only its own stride 32 is allowed.
     assert build_backbone("timm:convnext_atto", output_stride=16).strides == (4, 8, 16, 16)
-    vit = "timm:vit_tiny_patch16_224"
-    assert build_backbone(vit, output_stride=16).strides == (16, 16, 16)
-    with pytest.raises(ValueError, match="timm model 'vit_tiny_patch16_224' cannot be built at output_stride 8; "
-                                         "it allows 16$"):
-        build_backbone(vit, output_stride=8)
+    assert build_backbone("timm:ghostnet_100", output_stride=32).strides == (2, 4, 8, 16, 32)
+    with pytest.raises(ValueError, match="timm model 'ghostnet_100' cannot be built at output_stride 8; "
+                                         "it allows 32$"):
+        build_backbone("timm:ghostnet_100", output_stride=8)
+    # Models of one fixed input size (ViT, Swin) would break the any-size contract: refused when built.
+    with pytest.raises(ValueError, match=r"'vit_tiny_patch16_224' takes only its fixed input size \(3, 224, 224\)"):
+        build_backbone("timm:vit_tiny_patch16_224", output_stride=16)
 
 
 @needs_timm

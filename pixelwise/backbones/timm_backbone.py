@@ -93,6 +93,12 @@ class TimmBackbone(Backbone):
         timm = import_timm()
         if not timm.is_model(model_name):
             raise ValueError(f"unknown timm model {model_name!r} (timm.list_models() lists them)")
+        if timm.models.get_pretrained_cfg_value(model_name, "fixed_input_size"):
+            # Transformers with learnt position embeddings or fixed windows (ViT, Swin): one input size only.
+            size = timm.models.get_pretrained_cfg_value(model_name, "input_size")
+            raise ValueError(f"timm model {model_name!r} takes only its fixed input size {size}, while a pixelwise "
+                             "model takes any H and W: choose a convolutional timm model (resnet*, convnext*, "
+                             "efficientnet*, mobilenetv3*, regnet* ...)")
         weights = None
         if pretrained:
             weights = read_state_dict(cached_weights(timm, model_name) if pretrained is True else pretrained)

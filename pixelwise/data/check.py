@@ -33,7 +33,7 @@ JPEG_SUFFIXES = (".jpg", ".jpeg")
 class Finding:
     """One diagnosis of a split's masks: what was found (with counts), what to do, the files it touches.
 
-    ``kind`` is one of ``binary_255``, ``color_masks``, ``jpeg_artefacts``, ``values_above_classes``,
+    ``kind`` is one of ``binary_255``, ``color_masks``, ``jpeg_artefacts``, ``jpeg_masks``, ``values_above_classes``,
     ``absent_classes``, ``unseen_classes``, ``zero_majority``. ``blocking`` findings make IoU 0 or NaN:
     check-data fails on them and the trainer refuses to start; the others are notes.
     """
@@ -63,18 +63,21 @@ class MaskScan:
         self.color_masks: list[str] = []
         self.colors: Counter = Counter()  # (r, g, b) -> pixels, over the colour masks
         self.invalid_values: dict[str, Counter] = {}  # mask -> {value that is no label: pixels}
+        self.jpeg_masks: list[str] = []  # masks stored with lossy compression
 
     def mask_path(self, index: int) -> Path | None:
         return self.dataset.files[index][1] if isinstance(self.dataset, FilePairDataset) else None
 
     def add(self, index: int, labels: np.ndarray) -> None:
+        path = self.mask_path(index)
+        if path is not None and path.suffix.lower() in JPEG_SUFFIXES:
+            self.jpeg_masks.append(str(path))
         mask = torch.as_tensor(labels)
         self.counts.append(class_pixel_counts(mask, self.dataset.num_classes))
         ignored = int((mask == self.dataset.ignore_index).sum())
         self.ignore_pixels += ignored
         if ignored and not (labels[labels != self.dataset.ignore_index] != 0).any() and \
                 255 not in getattr(self.dataset, "label_map", {}):  # an explicit 255: ignore says 255 is meant
-            path = self.mask_path(index)
             # Only class 0 and ignore: binary masks saved as 0/255 when the file holds exactly those values.
             raw = labels if path is None else self.dataset.read_raw_mask(path)
             values = set(np.unique(raw).tolist())
@@ -153,8 +156,9 @@ def diagnose(scan: MaskScan, split: str) -> list[Finding]:
         if scan.binary_masks:
             fix = "The 0/255 masks above are the cause"
         elif found and 1 <= max(found) < dataset.num_classes - 1:
-            fix = (f"The largest label found is {max(found)}: is num_classes {dataset.num_classes} meant to be "
-                   f"{max(found) + 1}? A class with no pixels cannot be learnt")
+            fix = (f"The largest label found in split {split!r} is {max(found)}: is num_classes {dataset.num_classes} "
+                   f"meant to be {max(found) + 1}, or do the other classes occur only in other splits? A class with "
+                   "no pixels in the training split cannot be learnt")
         else:
             fix = ("Check num_classes and the mask values (label_map), or add images that show these classes; "
                    "a class with no pixels cannot be learnt")
@@ -221,6 +225,24 @@ def invalid_value_findings(scan: MaskScan) -> list[Finding]:
                 "values_above_classes", message,
                 f"If these are classes, set num_classes to {max(values) + 1}; if they mean void, map them: "
                 f"label_map: {{{sorted(values)[0]}: ignore}}", list(between)))
+    above = Counter()
+    files_above = [path for path, values in scan.invalid_values.items() if any(value > 255 for value in values)]
+    for path in files_above:
+        above.update({value: pixels for value, pixels in scan.invalid_values[path].items() if value > 255})
+    if above:
+        example = ", ".join(f"{value}: {label}" for label, value in enumerate(sorted(above)[:3], start=1))
+        findings.append(Finding(
+            "values_above_classes",
+            f"{len(files_above)} masks hold values above 255 (16-bit masks?): {sum(above.values())} pixels, values "
+            f"{', '.join(str(value) for value in sorted(above)[:MAX_LISTED_COLORS])}",
+            f"Map each to its class, e.g. label_map: {{{example}}}, or to ignore", files_above))
+    reported = {path for finding in findings if finding.kind == "jpeg_artefacts" for path in finding.files}
+    unreported = [path for path in scan.jpeg_masks if path not in reported]
+    if unreported:
+        findings.append(Finding(
+            "jpeg_masks", f"{len(unreported)} masks are JPEG files: lossy compression moves label values near "
+            "edges, where they turn into other valid labels unseen", "Export the masks losslessly (PNG) from their "
+            "source", unreported, blocking=False))
     return findings
 
 

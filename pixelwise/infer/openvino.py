@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pixelwise.fileio import check_output_file
 from pixelwise.infer.export import as_numpy, card_metadata, check_export, check_sizes, export_onnx
 
 # pixelwise precision names -> OpenVINO's INFERENCE_PRECISION_HINT (None: the runtime's own choice).
@@ -63,15 +64,31 @@ def compiled_precision(compiled) -> str:
 
 
 class OpenVINOForward:
-    """(N, C, h, w) float32 -> (N, K, h', w') float32 logits with OpenVINO on the CPU."""
+    """(N, C, h, w) float32 -> (N, K, h', w') float32 logits with OpenVINO on the CPU.
+
+    An input smaller than one of the network's pooling windows (a paper U-Net's 2^depth pixels) runs on the
+    PyTorch model instead: OpenVINO's MaxPool refuses a window larger than its map, and with one thread it even
+    returns the previous request's output, so every result's shape is checked before it is used.
+    """
 
     def __init__(self, model: nn.Module, precision: str | None = None, threads: int | None = None) -> None:
         self.compiled = compile_openvino(openvino_model(model), precision, threads or torch.get_num_threads())
         self.precision = compiled_precision(self.compiled)
         self.chosen_by_runtime = precision is None
+        self.model = model.eval()
+        self.num_classes, self.output_margin = model.card.num_classes, model.output_margin
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(self.compiled(as_numpy(x))[0]))
+        n, _, h, w = x.shape
+        expected = (n, self.num_classes, h - 2 * self.output_margin, w - 2 * self.output_margin)
+        try:
+            logits = np.asarray(self.compiled.create_infer_request().infer(as_numpy(x))[0])
+        except RuntimeError:
+            logits = None
+        if logits is None or logits.shape != expected:
+            with torch.inference_mode():
+                return self.model(x.float()).float()
+        return torch.from_numpy(logits)
 
 
 def export_openvino(model: nn.Module, path: str | os.PathLike, *, check: bool = True) -> None:
@@ -84,8 +101,10 @@ def export_openvino(model: nn.Module, path: str | os.PathLike, *, check: bool = 
     path = Path(path)
     if path.suffix != ".xml":
         raise ValueError(f"--out {path}: OpenVINO's IR is an .xml file (with a .bin beside it); name it *.xml")
+    check_output_file(path.with_suffix(".bin"), "--out (its .bin)")
     converted = openvino_model(model, check=check)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".openvino-") as folder:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}.openvino-partial-") as folder:
         staged = Path(folder) / path.name
         ov.save_model(converted, staged, compress_to_fp16=False)
         if check:

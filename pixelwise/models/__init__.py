@@ -123,6 +123,9 @@ def create_model(name: str, num_classes: int = 21, **options: Any) -> Segmentati
         raise ValueError(f"model {name!r} has no published weights: weights= applies to "
                          f"{sorted({model for model, _ in TORCHVISION_WEIGHTS})}")
     options = check_options(f"model {name!r}", entry.builder, options, exclude=("num_classes",))
+    in_channels = options.get("in_channels", 1)
+    if type(in_channels) is not int or in_channels < 1:
+        raise ValueError(f"in_channels must be a whole number >= 1, got {in_channels!r}")
     backbone = options.get("backbone", valid.get("backbone"))
     if "backbone" in options and not entry.accepts(backbone):
         timm = f" or {TIMM_PREFIX}<name>" if entry.timm else ""

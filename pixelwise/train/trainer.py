@@ -162,9 +162,11 @@ def check_train_labels(config: Config, train_set: Dataset) -> torch.Tensor:
     if troubles:
         where = data.name if data.root is None else f"{data.name}:{data.root}"
         more = f" (and {len(troubles) - 1} more)" if len(troubles) > 1 else ""
+        options = "".join(f" --classes {value}" if key == "num_classes" else f" --option '{key}={value}'"
+                          for key, value in data.options.items())
         raise ValueError(f"data.train_split {data.train_split!r} of {where}: {troubles[0]}{more}. `pixelwise "
-                         f"check-data {where} --split {data.train_split}` with the same data options lists them "
-                         "all; data.check_labels: false skips this check")
+                         f"check-data {where} --split {data.train_split}{options}` lists them all; "
+                         "data.check_labels: false skips this check")
     return scan.image_class_counts
 
 
