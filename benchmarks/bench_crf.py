@@ -33,7 +33,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from machine_peak import load_average  # noqa: E402
+from machine_peak import busy_cores, load_average  # noqa: E402
 
 from pixelwise.crf import dense_crf, lattice_compiled  # noqa: E402
 from pixelwise.crf.kernels import pixel_features  # noqa: E402
@@ -75,7 +75,8 @@ def bench_cpu(args) -> None:
     per_image_ratio: dict[str, list[float]] = {k: [] for k in times if k != "pydensecrf"}
     agreement, difference = [], []
     build = "compiled hash table (numba)" if lattice_compiled.available() else "sort-based torch build (no numba)"
-    print(f"torch {torch.__version__}; lattice: {build}; load average before {load_average():.2f}")
+    print(f"torch {torch.__version__}; lattice: {build}; load average before {load_average():.2f}, cores busy "
+          f"elsewhere {busy_cores():.2f}")
     for name, image, labels in load_camvid(args.images):
         probs = noisy_probabilities(labels, 11)
         probs_t = torch.from_numpy(probs)
@@ -117,7 +118,7 @@ def bench_cpu(args) -> None:
         print(f"  mean |p - p_pydensecrf|: mean {np.mean(difference):.2e}, max {max(difference):.2e}")
     print(f"  peak RSS of the process {peak_rss_mib():.0f} MiB; OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
     profile_last_image(image_t, probs_t, params)
-    print(f"load average after {load_average():.2f}")
+    print(f"load average after {load_average():.2f}, cores busy elsewhere {busy_cores():.2f}")
 
 
 def profile_last_image(image: torch.Tensor, probs: torch.Tensor, params: dict) -> None:

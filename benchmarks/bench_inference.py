@@ -21,7 +21,8 @@ compile: torch.compile of the fast path (bf16 on CUDA, fp32 on CPU); onnxruntime
 (CPU, its default precision hint) when installed. Each row gives the median of ``--reps`` timed passes after
 warm-up, images/s, the ratio against the peer's eager fp32, and the achieved multiply-adds per second
 (MACs from FlopCounterMode) as a share of this machine's GEMM rate in that precision (benchmarks/machine_peak.py).
-The load average is printed before and after each case; a case that starts above 0.5 is flagged.
+The load average is printed before and after each case, and the cores other processes keep busy (measured
+while this one sleeps for a second): a case that starts with more than 0.5 of them is flagged.
 """
 
 from __future__ import annotations
@@ -39,13 +40,13 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from machine_peak import gemm_rate, load_average, synchronize  # noqa: E402
+from machine_peak import busy_cores, gemm_rate, load_average, synchronize  # noqa: E402
 
 TORCHVISION_CASES = ["deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large", "fcn_resnet50", "lraspp_mobilenet_v3_large"]
 CASES = [*TORCHVISION_CASES, "deeplabv3plus_mobilenet_v2",
          "deeplabv3plus_mobilenet_v2_default", "unet"]
 NUM_CLASSES = 5  # the synthetic shapes' classes
-QUIET_LOAD = 0.5
+QUIET_LOAD = 0.5  # cores busy with other processes, measured while this one sleeps
 
 
 class Unwrap(torch.nn.Module):
@@ -162,11 +163,11 @@ def run_case(case: str, args, peaks: dict) -> list[str]:
     paths = {"peer": (peer, "fp32"), **variants(ours, inputs[:1], args.device, case in args.compile_cases)}
     rows = []
     for batch in args.batch:
-        before = load_average()
-        flag = "" if before <= QUIET_LOAD else f" NOT QUIET (load {before:.2f} > {QUIET_LOAD}): do not quote"
+        before, others = load_average(), busy_cores()
+        flag = "" if others <= QUIET_LOAD else f" NOT QUIET ({others:.2f} cores busy elsewhere): do not quote"
         print(f"\n{case}, batch {batch}, {torch.get_num_threads()} threads: pixelwise {macs / 1e9:.2f} GMACs per "
               f"image, {peer_name} {peer_macs / 1e9:.2f} ({100 * (macs / peer_macs - 1):+.1f}%); "
-              f"load average before {before:.2f}{flag}")
+              f"load average before {before:.2f}, cores busy elsewhere {others:.2f}{flag}")
         x = inputs[:batch]
         times: dict[str, list[float]] = {name: [] for name in paths}
         labels = {}

@@ -62,6 +62,21 @@ def load_average() -> float:
     return os.getloadavg()[0]
 
 
+def busy_cores(seconds: float = 1.0) -> float:
+    """Cores kept busy by other processes: the machine's non-idle CPU time over ``seconds`` while this process
+    sleeps. Unlike the load average, it does not count the benchmark's own work of the minute before."""
+    def cpu_times() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            fields = [int(value) for value in stat.readline().split()[1:]]
+        idle = fields[3] + fields[4]  # idle and iowait
+        return sum(fields) - idle, sum(fields)
+
+    busy_before, total_before = cpu_times()
+    time.sleep(seconds)
+    busy_after, total_after = cpu_times()
+    return (os.cpu_count() or 1) * (busy_after - busy_before) / max(1, total_after - total_before)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, os.cpu_count()])
