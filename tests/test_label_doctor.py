@@ -279,3 +279,17 @@ def test_trainer_names_jpeg_masks_and_can_skip_the_check(tmp_path):
     config.data.check_labels = False
     with pytest.raises(DataError, match=r"j\.jpg: mask values \[.*\] are not labels"):
         train(config, tmp_path / "run2")
+
+
+def test_trainer_reads_image_headers_before_the_first_step(tmp_path):
+    """An image of another size than its mask, or one whose header is cut off, stops training before it starts."""
+    write_split(tmp_path / "data", "train", {"a": disc_mask(0, foreground=1), "b": disc_mask(1, foreground=1)})
+    save(tmp_path / "data" / "train" / "images" / "b.png", rgb(0, 20, 16))
+    run_dir = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"masks/b.png: mask size 12x12 \(WxH\) differs from image b.png size "
+                                         r"16x20.*check-data folder:.* --split train --classes 2`"):
+        train(train_config(tmp_path / "data", num_classes=2), run_dir)
+    (tmp_path / "data" / "train" / "images" / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    with pytest.raises(ValueError, match=r"images/b.png: cannot read image"):
+        train(train_config(tmp_path / "data", num_classes=2), run_dir)
+    assert not run_dir.exists()

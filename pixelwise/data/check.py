@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image as PILImage
 
 from pixelwise.data.base import DataError, FilePairDataset, SegmentationDataset, bit_depth, open_image
 from pixelwise.data.registry import DATASETS, build_dataset
@@ -64,11 +65,13 @@ class MaskScan:
         self.colors: Counter = Counter()  # (r, g, b) -> pixels, over the colour masks
         self.invalid_values: dict[str, Counter] = {}  # mask -> {value that is no label: pixels}
         self.jpeg_masks: list[str] = []  # masks stored with lossy compression
+        self.shapes: list[tuple[int, int] | None] = []  # (H, W) of each item's mask, None where unreadable
 
     def mask_path(self, index: int) -> Path | None:
         return self.dataset.files[index][1] if isinstance(self.dataset, FilePairDataset) else None
 
     def add(self, index: int, labels: np.ndarray) -> None:
+        self.shapes.append(labels.shape[:2])
         path = self.mask_path(index)
         if path is not None and path.suffix.lower() in JPEG_SUFFIXES:
             self.jpeg_masks.append(str(path))
@@ -86,6 +89,7 @@ class MaskScan:
 
     def failed(self, index: int, error: DataError) -> None:
         """Record an item that could not be read; colour masks and values that are no labels are explained."""
+        self.shapes.append(None)
         self.problems.append(error)
         path = self.mask_path(index)
         if path is None or error.kind not in ("color_mask", "bad_labels"):
@@ -128,6 +132,28 @@ def scan_labels(dataset: SegmentationDataset) -> MaskScan:
             continue
         scan.add(index, labels)
     return scan
+
+
+def image_header_problems(dataset: SegmentationDataset, scan: MaskScan) -> list[DataError]:
+    """Images of a file data set that are missing, unreadable at their header, or of another size than their
+    readable mask: read from the headers alone (no pixels decoded), so a pre-flight check stays cheap."""
+    if not isinstance(dataset, FilePairDataset):
+        return []
+    problems = []
+    for (image_path, mask_path), shape in zip(dataset.files, scan.shapes, strict=True):
+        try:
+            with PILImage.open(image_path) as image:
+                width, height = image.size
+        except FileNotFoundError:
+            problems.append(DataError(image_path, "image file is missing", "missing_image"))
+            continue
+        except (OSError, SyntaxError, ValueError) as error:
+            problems.append(DataError(image_path, f"cannot read image: {error}", "unreadable"))
+            continue
+        if shape is not None and shape != (height, width):
+            problems.append(DataError(mask_path, f"mask size {shape[1]}x{shape[0]} (WxH) differs from image "
+                                      f"{Path(image_path).name} size {width}x{height}", "size_mismatch"))
+    return problems
 
 
 def names(paths: list[str]) -> str:

@@ -40,7 +40,7 @@ from tqdm import tqdm
 from pixelwise.card import DataSource, RunCard
 from pixelwise.checkpoint import save_model
 from pixelwise.data import build_dataset, median_frequency_weights, resolve_root, scan_labels
-from pixelwise.data.check import diagnose
+from pixelwise.data.check import diagnose, image_header_problems
 from pixelwise.data.in_memory import InMemoryBatches, unsupported_augmentations
 from pixelwise.data.transforms import Normalization, build_transforms
 from pixelwise.fileio import atomic_write
@@ -158,7 +158,7 @@ def check_train_labels(config: Config, train_set: Dataset) -> torch.Tensor:
     data = config.data
     scan = scan_labels(train_set)
     troubles = [str(finding) for finding in diagnose(scan, data.train_split) if finding.blocking]
-    troubles += [str(problem) for problem in scan.problems]
+    troubles += [str(problem) for problem in scan.problems + image_header_problems(train_set, scan)]
     if troubles:
         where = data.name if data.root is None else f"{data.name}:{data.root}"
         more = f" (and {len(troubles) - 1} more)" if len(troubles) > 1 else ""
