@@ -15,7 +15,6 @@ from pixelwise.data.synthetic import PALETTE
 from pixelwise.explain.base import Explained, boundaries, boundary_f_score, synthetic_batch, train_briefly
 from pixelwise.metrics import ConfusionMatrix
 from pixelwise.models import MODELS, create_model
-from pixelwise.models.deeplab import DeepLabV3Plus
 
 NUM_CLASSES = 5
 BACKBONE = "mobilenet_v2"
@@ -25,7 +24,7 @@ TOLERANCE = 2  # pixels: the boundary F-score's tolerance and the width of the b
 def low_level_features(backbone: str, output_stride: int, size: tuple[int, int]) -> dict:
     """The map the v3+ decoder fuses, traced through the real model on the meta device (shapes only)."""
     with torch.device("meta"):
-        model = DeepLabV3Plus(2, backbone=backbone, output_stride=output_stride)
+        model = create_model("deeplabv3plus", 2, backbone=backbone, output_stride=output_stride)
         seen = []
         hook = model.reduce_low_level.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape))
         model(torch.zeros(1, 3, *size))

@@ -18,7 +18,7 @@ from torch.nn import functional as F
 from pixelwise.data.synthetic import PALETTE
 from pixelwise.explain.base import Explained, boundary_f_score, synthetic_batch, train_briefly
 from pixelwise.metrics import ConfusionMatrix
-from pixelwise.models.fcn import FCN
+from pixelwise.models import create_model
 from pixelwise.nn.upsample import Upsample
 
 # Each traced map: the FCN submodule whose output it is (the backbone's by index) and its stride.
@@ -42,7 +42,7 @@ class AveragingPool(nn.MaxPool2d):
         return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, ceil_mode=self.ceil_mode)
 
 
-def traced_offsets(model: FCN, size: int = 512) -> dict[str, float]:
+def traced_offsets(model: nn.Module, size: int = 512) -> dict[str, float]:
     """Input coordinate of pixel 0 of each map of an FCN-8s (``offset`` in ``offset + stride * j``), traced.
 
     A copy of ``model`` becomes linear and symmetric: every convolution weight positive and equal, biases
@@ -92,7 +92,7 @@ def crop_offsets(offsets: dict[str, float]) -> dict[str, float]:
     }
 
 
-def he_initialise(model: FCN) -> None:
+def he_initialise(model: nn.Module) -> None:
     """He et al.'s initialisation of the VGG16 and fc6/fc7 convolutions (skip scores and upsamplers untouched).
 
     The paper starts from ImageNet weights; from scratch, PyTorch's default initialisation shrinks the signal
@@ -117,7 +117,7 @@ def fcn_skips(*, seed: int = 0, steps: int = 120, image_size: int = 64, num_clas
     models = {}
     for output_stride in (32, 16, 8):
         torch.manual_seed(seed)
-        model = FCN(num_classes, output_stride, width_divisor=width_divisor, dropout=0.0)
+        model = create_model(f"fcn{output_stride}s", num_classes, width_divisor=width_divisor, dropout=0.0)
         he_initialise(model)
         # As in the paper's reference models (Caffe lr_mult 0), the upsamplers stay bilinear: a learnt 64x64
         # kernel at stride 32 could paint any mask by heart and hide the coarseness that the skips fix.
@@ -140,7 +140,7 @@ def fcn_skips(*, seed: int = 0, steps: int = 120, image_size: int = 64, num_clas
             scores[split][name] = {"mIoU": metrics["miou"], "pixel_accuracy": metrics["pixel_accuracy"],
                                    "boundary_f_score_2px": boundary_f_score(prediction, masks)}
 
-    offsets = traced_offsets(FCN(num_classes, 8, width_divisor=width_divisor), trace_size)
+    offsets = traced_offsets(create_model("fcn8s", num_classes, width_divisor=width_divisor), trace_size)
     numbers = {
         "training": {"steps": steps, "batch_size": batch_size, "image_size": image_size, "num_classes": num_classes,
                      "train_images": train_images, "lr": lr, "width_divisor": width_divisor, "seed": seed},

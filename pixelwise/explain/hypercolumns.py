@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from torch import nn
 
 from pixelwise.data.synthetic import PALETTE
 from pixelwise.explain.base import Explained, synthetic_batch
 from pixelwise.models import create_model
-from pixelwise.models.hypercolumn import Hypercolumn
 
 NUM_CLASSES = 5
 TAP_NAMES = ("pool2", "pool4", "fc7")
@@ -46,7 +46,7 @@ def box_targets(mask: torch.Tensor, label: int, box: tuple[int, int, int, int], 
     return torch.where(inside, label, 0)
 
 
-def train_classifiers(model: Hypercolumn, taps: list[torch.Tensor], masks: torch.Tensor, steps: int,
+def train_classifiers(model: nn.Module, taps: list[torch.Tensor], masks: torch.Tensor, steps: int,
                       seed: int) -> None:
     """Adam on the per-tap 1x1 classifiers only, per box as in the paper, the tapped features held fixed.
 

@@ -11,7 +11,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from pixelwise.explain.base import Explained
-from pixelwise.models.unet import UNet, level_sizes, valid_margin, valid_output_size
+from pixelwise.models import create_model
+from pixelwise.models.unet import level_sizes, valid_margin, valid_output_size
 
 # (name, padding, input rows, input columns): the paper's tile, then the odd sizes same padding must handle.
 CASES = (("valid 572x572", "valid", 572, 572), ("same 97x101", "same", 97, 101), ("same 1x1", "same", 1, 1))
@@ -25,7 +26,7 @@ def unet_sizes(*, seed: int = 0, depth: int = 4, cases: tuple[tuple[str, str, in
     figure = Figure(figsize=(5.0 * len(cases), 4.6))
     for index, (name, padding, height, width) in enumerate(cases):
         with torch.device("meta"):
-            model = UNet(2, padding=padding, depth=depth)
+            model = create_model("unet", 2, padding=padding, depth=depth)
         sizes = level_sizes(model, height, width)
         numbers["cases"][name] = {"padding": padding, "input": [height, width],
                                   **{key: [list(size) for size in value] for key, value in sizes.items()}}
