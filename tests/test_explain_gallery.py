@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 from PIL import Image
 
 from pixelwise.cli import main
@@ -36,7 +37,7 @@ def test_list_prints_every_available_topic_with_its_description(capsys):
 def test_one_topic_writes_figures_numbers_and_index(tmp_path, capsys):
     out = tmp_path / "gallery"
     assert main(["explain", "atrous-receptive-fields", "--out", str(out)]) == 0
-    assert "wrote 1 topics" in capsys.readouterr().out
+    assert "wrote 1 topic in" in capsys.readouterr().out
     numbers = strict_json(out / "atrous-receptive-fields" / "numbers.json")
     assert [stack["receptive_field"] for stack in numbers["stacks"]] == [7, 13, 17]
     page = (out / "index.html").read_text()
@@ -47,6 +48,30 @@ def test_one_topic_writes_figures_numbers_and_index(tmp_path, capsys):
             assert image.size == (int(width), int(height))
     assert "pixelwise/nn/conv.py: atrous_conv3x3" in page
     assert "aspp" not in re.findall(r'<section id="([^"]+)"', page)
+
+
+def test_a_later_run_adds_to_the_gallery_and_the_index_follows_the_folder(tmp_path):
+    out = tmp_path / "gallery"
+    run_gallery(["aspp", "upsampling"], out, progress=False)
+    run_gallery(["atrous-receptive-fields", "aspp"], out, progress=False, seed=1)
+    page = (out / "index.html").read_text()
+    # Every topic folder is in the index, in the lecture's order; no staging folder is left behind.
+    assert re.findall(r'<section id="([^"]+)"', page) == ["upsampling", "atrous-receptive-fields", "aspp"]
+    assert sorted(path.name for path in out.iterdir()) == ["aspp", "atrous-receptive-fields", "index.html",
+                                                            "upsampling"]
+
+
+def test_data_and_seed_are_checked_before_any_work(tmp_path, capsys):
+    out = tmp_path / "gallery"
+    assert main(["explain", "aspp", "--out", str(out), "--data", "camvid:/nonexistent"]) == 2
+    assert "--data is used by the dense-crf topic only" in capsys.readouterr().err
+    assert main(["explain", "aspp", "dense-crf", "--out", str(out), "--data", "voc:/tmp"]) == 2
+    assert "give camvid:ROOT, ROOT holding CamVid's train/" in capsys.readouterr().err
+    assert not out.exists()  # nothing computed, nothing written
+    for seed in ("-1", str(2**32), "1.5"):
+        with pytest.raises(SystemExit):
+            main(["explain", "aspp", "--out", str(out), "--seed", seed])
+    assert main(["explain", "aspp", "--out", ""]) == 2
 
 
 def test_bad_topic_and_bad_out_are_one_line_errors(tmp_path, capsys):

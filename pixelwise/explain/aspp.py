@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import nn
 
-from pixelwise.explain.base import Explained
+from pixelwise.explain.base import Explained, require_positive
 from pixelwise.nn.aspp import ASPP
 
 IMAGE_SIZE = 513  # DeepLab's crop
@@ -62,6 +62,7 @@ def valid_weight_fraction(rate: int, size: int = FEATURE_SIZE) -> tuple[float, f
 
 def aspp(*, seed: int = 0, image_size: int = IMAGE_SIZE, valid_rates: tuple[int, ...] = VALID_RATES) -> Explained:
     """ASPP's branch fields at output strides 16 and 8 on ``image_size``, and the valid-weight curve."""
+    require_positive(image_size=image_size, **{f"valid_rates[{i}]": rate for i, rate in enumerate(valid_rates)})
     torch.manual_seed(seed)
     strides = {}
     for output_stride, rates in RATES.items():
@@ -111,8 +112,9 @@ def _fields_figure(strides: dict, image_size: int) -> Figure:
         axis.add_patch(Rectangle((0, 0), image_size, image_size, facecolor="0.92", edgecolor="k"))
         for color, branch in zip(colors, entry["branches"], strict=True):
             first, last = branch["input_pixels"]
+            # Outlines above the taps (zorder), so the 1x1 branch's one-cell field shows over the centre tap.
             axis.add_patch(Rectangle((first, first), last - first + 1, last - first + 1, fill=False,
-                                     edgecolor=color, linewidth=2, label=branch["branch"]))
+                                     edgecolor=color, linewidth=2, label=branch["branch"], zorder=3))
         centre = entry["feature_size"] // 2 * output_stride
         for rate, color in zip(entry["rates"], colors[1:], strict=False):
             # The nine taps of the 3x3 branch, one feature cell each, whether or not they land on the image.
@@ -125,7 +127,7 @@ def _fields_figure(strides: dict, image_size: int) -> Figure:
         axis.set_ylim(image_size + max(margin, 10), -max(margin, 10))
         axis.set_aspect("equal")
         axis.set_title(f"output stride {output_stride}: {entry['feature_size']}x{entry['feature_size']} features")
-        axis.legend(loc="lower right", fontsize=7)
+        axis.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
     return figure
 
 

@@ -12,7 +12,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from pixelwise.explain.base import Explained
+from pixelwise.explain.base import Explained, require_positive
 from pixelwise.nn.conv import atrous_conv3x3
 
 RATE_STACKS = ((1, 1, 1), (2, 2, 2), (1, 2, 5))
@@ -44,6 +44,9 @@ def receptive_field(gradient: torch.Tensor) -> tuple[int, float]:
 def atrous_receptive_fields(*, seed: int = 0, rate_stacks: tuple[tuple[int, ...], ...] = RATE_STACKS,
                             size: int = 41) -> Explained:
     """Gradient maps of each stack of rates on a ``size`` x ``size`` input (``seed`` is unused: all exact)."""
+    if not rate_stacks or not all(rate_stacks):
+        raise ValueError(f"rate_stacks must hold at least one non-empty stack of rates, got {rate_stacks!r}")
+    require_positive(**{f"rate {rate!r} in {rates}": rate for rates in rate_stacks for rate in rates})
     largest = max(1 + 2 * sum(rates) for rates in rate_stacks)
     if size < largest:
         raise ValueError(f"size {size} is smaller than the largest receptive field, {largest}")
@@ -73,7 +76,8 @@ def _figure(gradients: dict[tuple[int, ...], torch.Tensor]) -> Figure:
     figure = Figure(figsize=(4 * len(gradients), 4.8), layout="constrained")
     # Every map cropped to the largest field and a 2-pixel margin, so that the fields compare at one scale.
     reach = max(receptive_field(gradient)[0] for gradient in gradients.values()) // 2 + 2
-    for axis, (rates, gradient) in zip(figure.subplots(1, len(gradients)), gradients.items(), strict=True):
+    axes = figure.subplots(1, len(gradients), squeeze=False)[0]
+    for axis, (rates, gradient) in zip(axes, gradients.items(), strict=True):
         side, holes = receptive_field(gradient)
         centre = gradient.shape[0] // 2
         window = gradient[centre - reach : centre + reach + 1, centre - reach : centre + reach + 1]

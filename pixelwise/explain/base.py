@@ -38,6 +38,13 @@ class Explained:
     extras: dict[str, Any] = field(default_factory=dict)  # arrays a notebook may want; never written
 
 
+def require_positive(**values: int) -> None:
+    """A ValueError naming the first keyword whose value is not a whole number >= 1."""
+    for name, value in values.items():
+        if type(value) is not int or value < 1:
+            raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+
+
 def save_figure(figure: Figure, path: str | os.PathLike) -> None:
     """Write ``figure`` as a PNG of its exact pixel size (``FIGURE_DPI``), atomically."""
     with atomic_write(path) as file:

@@ -18,7 +18,7 @@ from pixelwise.crf.dense_crf import mean_field_energy
 from pixelwise.data.base import IGNORE_INDEX
 from pixelwise.data.registry import build_dataset, parse_data_source
 from pixelwise.data.synthetic import PALETTE as SYNTHETIC_PALETTE
-from pixelwise.explain.base import Explained, boundary_f_score, synthetic_batch, train_briefly
+from pixelwise.explain.base import Explained, boundary_f_score, require_positive, synthetic_batch, train_briefly
 from pixelwise.metrics import ConfusionMatrix
 from pixelwise.models import create_model
 
@@ -72,6 +72,7 @@ def dense_crf(*, seed: int = 0, data: str | None = None, steps: int = 150, image
     """Refine one prediction with ``CRFSettings``' kernels; ``exact`` filters with dense matrices (small images).
 
     ``train_images`` CamVid images train the unary model (the synthetic set always gives 256 scenes)."""
+    require_positive(steps=steps, image_size=image_size, train_images=train_images, iterations=iterations)
     model, image, mask, palette, name = scene(data, seed, steps, image_size, train_images)
     with torch.no_grad():
         probs = model(image[None])[0].softmax(0)
@@ -112,8 +113,8 @@ def dense_crf(*, seed: int = 0, data: str | None = None, steps: int = 150, image
             "images it also lets a confident class swallow uncertain ones (compare before/after in the numbers). "
             "Its objective (KL(Q||P) - log Z, pydensecrf's "
             f"klDivergence) falls from {energies[0]:.0f} to {energies[-1]:.0f} in {iterations} iterations. The "
-            "colour width decides what counts as one region: at 3 only near-identical colours share a label "
-            "and the CRF changes little; wider, labels spread further (numbers: the share of pixels changed)."
+            "colour width decides what counts as one region: at 3 only near-identical colours pull each other; "
+            "wider, labels spread further across colour edges (numbers: the share of pixels each width changes)."
         ),
         source="pixelwise/crf/dense_crf.py: dense_crf, mean_field_energy; pixelwise/crf/kernels.py: "
                "PairwiseKernels; pixelwise/models/unet.py: UNet",

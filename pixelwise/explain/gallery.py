@@ -3,6 +3,10 @@
 ``OUT/<topic>/<figure>.png`` (exact pixel size), ``OUT/<topic>/numbers.json`` (strict JSON) and
 ``OUT/index.html``, which references the PNGs by relative path and needs nothing else: no script, no
 stylesheet or font from elsewhere.
+
+A topic's folder is written whole beside it, then swapped in, and the index is rebuilt after every topic from
+every topic folder in ``OUT`` (its ``section.html``): a later run of other topics adds to a gallery, and a run
+stopped half-way leaves each topic's files and its section from one and the same run.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import importlib
 import inspect
 import json
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,18 +46,30 @@ def run_topic(name: str, data: str | None = None, seed: int = 0) -> Explained:
     return function(seed=seed, **options)
 
 
-def write_topic(result: Explained, folder: Path) -> list[tuple[str, tuple[int, int]]]:
-    """``result``'s figures and ``numbers.json`` in ``folder``; returns each figure's file name and pixel size."""
+def write_topic(name: str, description: str, result: Explained, folder: Path) -> None:
+    """``result``'s figures, ``numbers.json`` and ``section.html`` (its part of the index) as ``folder``.
+
+    Written into a staging folder beside it, then swapped in: the folder holds one run's files, never a mix."""
+    stage = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
     written = []
     for stem, figure in result.figures.items():
-        save_figure(figure, folder / f"{stem}.png")
+        save_figure(figure, stage / f"{stem}.png")
         written.append((f"{stem}.png", figure_pixels(figure)))
         # Drop the artists now: the gallery's figures would otherwise all stay in memory until the end.
         figure.clear()
-    with atomic_write(folder / "numbers.json", "w") as file:
+    with atomic_write(stage / "numbers.json", "w") as file:
         json.dump(strict_json(result.numbers), file, indent=2, allow_nan=False)
         file.write("\n")
-    return written
+    with atomic_write(stage / "section.html", "w") as file:
+        file.write(topic_html(name, description, result, written))
+    retired = folder.with_name(f".{folder.name}.old")
+    shutil.rmtree(retired, ignore_errors=True)
+    if folder.exists():
+        folder.rename(retired)
+    stage.rename(folder)
+    shutil.rmtree(retired, ignore_errors=True)
 
 
 def topic_html(name: str, description: str, result: Explained, figures: list[tuple[str, tuple[int, int]]]) -> str:
@@ -70,8 +87,11 @@ def topic_html(name: str, description: str, result: Explained, figures: list[tup
     )
 
 
-def write_index(sections: list[tuple[str, str]], out_dir: Path) -> None:
-    """``out_dir/index.html`` from (topic name, section HTML) pairs."""
+def write_index(out_dir: Path) -> list[str]:
+    """``out_dir/index.html`` from the sections of every topic folder in it, in the lecture's order; returns
+    the topics it shows."""
+    sections = [(name, (out_dir / name / "section.html").read_text(encoding="utf-8")) for name in TOPICS
+                if (out_dir / name / "section.html").is_file()]
     contents = "".join(f'<li><a href="#{html.escape(name)}">{html.escape(name)}</a></li>' for name, _ in sections)
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>pixelwise: the lecture</title>'
@@ -82,6 +102,7 @@ def write_index(sections: list[tuple[str, str]], out_dir: Path) -> None:
     )
     with atomic_write(out_dir / "index.html", "w") as file:
         file.write(page)
+    return [name for name, _ in sections]
 
 
 def run_gallery(topics: Sequence[str], out_dir: str | os.PathLike, data: str | None = None,
@@ -94,14 +115,12 @@ def run_gallery(topics: Sequence[str], out_dir: str | os.PathLike, data: str | N
     out_dir = check_output_dir(out_dir, "--out")
     descriptions = dict(list_topics())
     seconds: dict[str, float] = {}
-    sections = []
     bar = tqdm(names, desc="explain", unit="topic", disable=not progress)
     for name in bar:
         bar.set_postfix_str(name)
         start = time.perf_counter()
         result = run_topic(name, data, seed)
-        figures = write_topic(result, out_dir / name)
-        sections.append((name, topic_html(name, descriptions[name], result, figures)))
+        write_topic(name, descriptions[name], result, out_dir / name)
+        write_index(out_dir)
         seconds[name] = time.perf_counter() - start
-    write_index(sections, out_dir)
     return seconds

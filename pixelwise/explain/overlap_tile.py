@@ -11,7 +11,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from pixelwise.explain.base import Explained, synthetic_batch
+from pixelwise.explain.base import Explained, require_positive, synthetic_batch
 from pixelwise.infer.overlap_tile import mirror_pad, overlap_tile_logits
 from pixelwise.models import create_model
 
@@ -21,6 +21,7 @@ NUM_CLASSES = 5
 def overlap_tile(*, seed: int = 0, image_size: tuple[int, int] = (72, 104),
                  tile: int = 24) -> Explained:
     """Predict one synthetic scene of ``image_size`` in ``tile`` x ``tile`` output tiles and in one pass."""
+    require_positive(tile=tile, height=image_size[0], width=image_size[1])
     torch.manual_seed(seed)
     model = create_model("unet", NUM_CLASSES, base_channels=8, depth=2, padding="valid")
     if tile % model.size_multiple:

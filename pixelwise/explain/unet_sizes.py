@@ -35,6 +35,9 @@ def unet_sizes(*, seed: int = 0, depth: int = 4, cases: tuple[tuple[str, str, in
                                                           valid_output_size(width, depth)]
         draw_u(figure.add_subplot(1, len(cases), index + 1), name, sizes, padding)
     figure.subplots_adjust(left=0.01, right=0.99, top=0.9, bottom=0.02, wspace=0.05)
+    valid = next((case for case in numbers["cases"].values() if case["padding"] == "valid"), None)
+    top = ("" if valid is None else f": {valid['encoder'][0][0]} -> {valid['upsampled'][0][0]} at the top, and "
+           f"the output is {valid['output'][0][0]}x{valid['output'][0][1]}")
     return Explained(
         topic="unet-sizes",
         numbers=numbers,
@@ -42,8 +45,8 @@ def unet_sizes(*, seed: int = 0, depth: int = 4, cases: tuple[tuple[str, str, in
         caption=(
             "Each box is a feature map of the real U-Net, its size recorded on a forward pass. With valid "
             "padding (left, the paper's 572x572 tile) every pair of 3x3 convolutions trims 4 pixels, so the "
-            "encoder map is larger than the upsampled one it joins and is centre-cropped (red): 568 -> 392 at "
-            f"the top, and the output is 388x388, {valid_margin(depth)} pixels lost on each side. With same "
+            f"encoder map is larger than the upsampled one it joins and is centre-cropped (red){top}, "
+            f"{valid_margin(depth)} pixels lost on each side. With same "
             "padding only pooling can lose pixels: an odd side is pooled with ceil, so the up-convolution "
             "returns one row or column too many, cropped at the bottom/right (97x101: 98x102 -> 97x101); even a "
             "1x1 input goes all the way down and back."
