@@ -151,9 +151,15 @@ class FilePairDataset(SegmentationDataset):
         pixels = to_channels(read_pixels(image_path), self.in_channels)
         labels = self.load_labels(index)
         if labels.shape != pixels.shape[:2]:
-            raise DataError(mask_path, f"mask size {labels.shape[1]}x{labels.shape[0]} (WxH) differs from image "
-                            f"{image_path.name} size {pixels.shape[1]}x{pixels.shape[0]}", "size_mismatch")
+            raise size_mismatch(mask_path, labels.shape, image_path, pixels.shape[:2])
         return pixels, labels
+
+
+def size_mismatch(mask_path: Path, mask_shape: tuple[int, ...], image_path: Path,
+                  image_shape: tuple[int, ...]) -> DataError:
+    """The error for a mask whose (H, W) differs from its image's."""
+    return DataError(mask_path, f"mask size {mask_shape[1]}x{mask_shape[0]} (WxH) differs from image "
+                     f"{Path(image_path).name} size {image_shape[1]}x{image_shape[0]}", "size_mismatch")
 
 
 def open_image(path: Path, role: str) -> PILImage.Image:

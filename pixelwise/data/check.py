@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image as PILImage
 
-from pixelwise.data.base import DataError, FilePairDataset, SegmentationDataset, bit_depth, open_image
+from pixelwise.data.base import DataError, FilePairDataset, SegmentationDataset, bit_depth, open_image, size_mismatch
 from pixelwise.data.registry import DATASETS, build_dataset
 from pixelwise.data.statistics import class_pixel_counts
 
@@ -151,8 +151,7 @@ def image_header_problems(dataset: SegmentationDataset, scan: MaskScan) -> list[
             problems.append(DataError(image_path, f"cannot read image: {error}", "unreadable"))
             continue
         if shape is not None and shape != (height, width):
-            problems.append(DataError(mask_path, f"mask size {shape[1]}x{shape[0]} (WxH) differs from image "
-                                      f"{Path(image_path).name} size {width}x{height}", "size_mismatch"))
+            problems.append(size_mismatch(mask_path, shape, image_path, (height, width)))
     return problems
 
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixelwise.backbones import build_backbone
+from pixelwise.backbones.base import out_channels
 from pixelwise.models.base import SegmentationModel
 
 
@@ -63,8 +64,8 @@ class LRASPP(SegmentationModel):
         downsampling = [index for index, block in enumerate(blocks)
                         if any(m.stride[0] > 1 for m in block.modules() if isinstance(m, nn.Conv2d))]
         self.low_block = downsampling[2]
-        low_channels = [m for m in blocks[self.low_block].modules() if isinstance(m, nn.Conv2d)][-1].out_channels
-        self.classifier = LRASPPHead(low_channels, self.backbone.channels[-1], num_classes, inter_channels)
+        self.classifier = LRASPPHead(out_channels(blocks[self.low_block]), self.backbone.channels[-1], num_classes,
+                                     inter_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = x
