@@ -17,7 +17,7 @@ weights are shared, then converted), so that logits have realistic margins: with
 classes are near ties and any rounding flips them. Agreement is the argmax against pixelwise eager fp32.
 
 Variants: eager (fp32), fast_fp32 / fast_bf16 (/ fast_fp16 on CUDA): BatchNorm folded, channels-last, cast;
-compile: torch.compile of the fast path (bf16 on CUDA, fp32 on CPU); onnxruntime (CPU, fp32) and openvino
+compile_fp32 / compile_bf16: torch.compile of the fast path (bf16 only on CUDA); onnxruntime (CPU, fp32) and openvino
 (CPU, its default precision hint) when installed. Each row gives the median of ``--reps`` timed passes after
 warm-up, images/s, the ratio against the peer's eager fp32, and the achieved multiply-adds per second
 (MACs from FlopCounterMode) as a share of this machine's GEMM rate in that precision (benchmarks/machine_peak.py).
@@ -40,13 +40,12 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from machine_peak import busy_cores, gemm_rate, load_average, synchronize  # noqa: E402
+from machine_peak import QUIET_CORES, busy_cores, gemm_rate, load_average, synchronize  # noqa: E402
 
 TORCHVISION_CASES = ["deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large", "fcn_resnet50", "lraspp_mobilenet_v3_large"]
 CASES = [*TORCHVISION_CASES, "deeplabv3plus_mobilenet_v2",
          "deeplabv3plus_mobilenet_v2_default", "unet"]
 NUM_CLASSES = 5  # the synthetic shapes' classes
-QUIET_LOAD = 0.5  # cores busy with other processes, measured while this one sleeps
 
 
 class Unwrap(torch.nn.Module):
@@ -127,10 +126,10 @@ def variants(model: torch.nn.Module, example: torch.Tensor, device: str, compile
 
     paths = {"eager": (model, "fp32"), "fast_fp32": (fast(torch.float32), "fp32"),
              "fast_bf16": (fast(torch.bfloat16), "bf16")}
+    if compile:
+        paths["compile_bf16"] = (fast(torch.bfloat16, compile=True), "bf16")
     if device.startswith("cuda"):
         paths["fast_fp16"] = (fast(torch.float16), "fp16")
-        if compile:
-            paths["compile_bf16"] = (fast(torch.bfloat16, compile=True), "bf16")
         return paths
     if compile:
         paths["compile_fp32"] = (fast(torch.float32, compile=True), "fp32")
@@ -164,7 +163,7 @@ def run_case(case: str, args, peaks: dict) -> list[str]:
     rows = []
     for batch in args.batch:
         before, others = load_average(), busy_cores()
-        flag = "" if others <= QUIET_LOAD else f" NOT QUIET ({others:.2f} cores busy elsewhere): do not quote"
+        flag = "" if others <= QUIET_CORES else f" NOT QUIET ({others:.2f} cores busy elsewhere): do not quote"
         print(f"\n{case}, batch {batch}, {torch.get_num_threads()} threads: pixelwise {macs / 1e9:.2f} GMACs per "
               f"image, {peer_name} {peer_macs / 1e9:.2f} ({100 * (macs / peer_macs - 1):+.1f}%); "
               f"load average before {before:.2f}, cores busy elsewhere {others:.2f}{flag}")
@@ -206,7 +205,8 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=30)
     parser.add_argument("--cases", nargs="+", default=CASES, choices=CASES)
     parser.add_argument("--compile-cases", nargs="*", default=CASES, choices=CASES,
-                        help="the cases that also get a torch.compile row (compiling takes a minute each)")
+                        help="the cases that also get torch.compile rows (compiling takes a minute each); "
+                             "given bare: none")
     args = parser.parse_args()
     cuda = args.device.startswith("cuda")
     print(f"torch {torch.__version__}, {args.size}x{args.size}, median of {args.reps} interleaved reps")

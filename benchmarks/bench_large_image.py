@@ -19,6 +19,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from machine_peak import machine_state  # noqa: E402
 
 
 def peak_rss_mb() -> float:
@@ -35,6 +38,7 @@ def main() -> None:
     parser.add_argument("--fast", action="store_true")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    print(machine_state("before"), flush=True)
 
     from pixelwise import Segmenter, create_model
 
@@ -52,6 +56,7 @@ def main() -> None:
           f"{args.precision}{' fast' if args.fast else ''}, torch threads {torch.get_num_threads()}")
     print(f"labels {labels.shape} {labels.dtype}; {seconds:.1f} s; peak RSS before predict {before:.0f} MB, "
           f"after {peak:.0f} MB ({'under' if peak < 3072 else 'OVER'} the 3 GB goal)")
+    print(machine_state("after"))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,9 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from machine_peak import machine_state  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:
@@ -42,6 +45,7 @@ def main() -> None:
     parser.add_argument("--max-requests", type=int, default=100_000)
     parser.add_argument("--size", type=int, default=256)
     args = parser.parse_args()
+    print(machine_state("before"), flush=True)
 
     import torch
 
@@ -107,6 +111,7 @@ def main() -> None:
           f", throughput {len(latencies) / elapsed:.1f}/s")
     print(f"latency p50 {1000 * quantiles[49]:.0f} ms, p99 {1000 * quantiles[98]:.0f} ms")
     print(f"server RSS before {before:.0f} MB, after {after:.0f} MB, growth {100 * (after / before - 1):+.1f}%")
+    print(machine_state("after"))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from machine_peak import machine_state
+
 from pixelwise.train.config import apply_overrides
 from pixelwise.train.recipes import QUICKSTART
 
@@ -70,6 +72,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="global batch, split over the processes")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    print(machine_state("before"), flush=True)
     # On a CPU, one process with as many threads as the processes together is the fair single-process rival.
     setups = [(processes, args.threads) for processes in args.processes]
     if args.device == "cpu" and max(args.processes) > 1:
@@ -87,6 +90,7 @@ def main() -> None:
         median = statistics.median(values)
         runs = " ".join(f"{value:.1f}" for value in values)
         print(f"{processes:>9}  {threads:>12}  {median:17.1f}  {runs:<24}  {median / baseline:11.2f}x")
+    print(machine_state("after"))
 
 
 if __name__ == "__main__":

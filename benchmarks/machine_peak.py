@@ -87,6 +87,17 @@ def busy_cores(seconds: float = 1.0) -> float:
     return (os.cpu_count() or 1) * (busy_after - busy_before) / max(1, total_after - total_before)
 
 
+QUIET_CORES = 0.5  # at most this many cores busy with other processes for a figure to be quoted
+
+
+def machine_state(when: str) -> str:
+    """One line for a benchmark's log: the load average and the cores other processes keep busy, flagged when
+    the machine is not quiet enough for the figures that follow (or precede) to be quoted."""
+    others = busy_cores()
+    flag = "" if others <= QUIET_CORES else " NOT QUIET: do not quote"
+    return f"load average {when} {load_average():.2f}, cores busy elsewhere {others:.2f}{flag}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, os.cpu_count()])

@@ -2,9 +2,9 @@
 
 ``--help`` imports no torch, torchvision or matplotlib (the commands import what they need when they run);
 ``models`` imports torch and torchvision and builds every model on the meta device to count its parameters.
-Each run is a new process, as a user's shell starts it; the load average is printed before and after, and
-the figures are flagged as not quotable when the machine was busy: a load above 0.5 before, or above 1.5 after
-(the benchmark's own processes keep one core busy, which the 1-minute average counts).
+Each run is a new process, as a user's shell starts it. Before and after, the load average and the cores
+other processes keep busy are printed (``machine_peak.machine_state``: unlike the load average, that count
+leaves out the benchmark's own processes), and the figures are flagged when the machine was not quiet.
 
     python benchmarks/startup.py [--reps 5]
 """
@@ -19,6 +19,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from machine_peak import machine_state  # noqa: E402
 
 # Goals of issue 14, on the 2-core machine.
 GOALS = {"--help": 0.5, "models": 3.0}
@@ -52,9 +56,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     args = parser.parse_args()
     executable = [sys.executable, "-m", "pixelwise"]
-    load_before = os.getloadavg()[0]
     print(f"{time.strftime('%Y-%m-%d')}, {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    print(f"load average before: {load_before:.2f}")
+    print(machine_state("before"), flush=True)
     print(f"heavy modules imported by --help: {heavy_modules_after_help() or 'none'}")
     results = {}
     for name in GOALS:
@@ -65,10 +68,7 @@ def main() -> None:
         print(f"pixelwise {name:<7} median {results[name]:.2f} s over {args.reps} runs "
               f"(min {min(times):.2f}, max {max(times):.2f}); goal < {GOALS[name]} s: "
               f"{'met' if results[name] < GOALS[name] else 'MISSED'}")
-    load_after = os.getloadavg()[0]
-    print(f"load average after: {load_after:.2f}")
-    if load_before > 0.5 or load_after > 1.5:
-        print("the machine was busy (load average > 0.5 before or > 1.5 after): do not quote these figures")
+    print(machine_state("after"))
 
 
 if __name__ == "__main__":
