@@ -63,10 +63,17 @@ FAULT_RECIPE = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports: every probe socket stays bound until all are chosen, so the kernel cannot
+    hand the same port out twice (two groups on one port abort their processes)."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
 
 
 def join_group(rank: int, port: int, timeout_s: float | None = None) -> None:
@@ -119,7 +126,7 @@ def two_processes(tmp_path_factory) -> tuple[Path, Path]:
     model_dir = out / "model"
     save_model(create_model("unet", 5, base_channels=4, depth=2), model_dir,
                data=DataSource("synthetic", options={"image_size": 16}))
-    mp.spawn(worker, args=((free_port(), free_port()), out, model_dir), nprocs=2)
+    mp.spawn(worker, args=(tuple(free_ports(2)), out, model_dir), nprocs=2)
     return out, model_dir
 
 
@@ -185,7 +192,7 @@ def test_a_silent_peer_fails_the_collective_after_the_configured_timeout(two_pro
 
 def torchrun(*args: str) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-            "--master-port", str(free_port()), "-m", "pixelwise", "train", *args]
+            "--master-port", str(free_ports(1)[0]), "-m", "pixelwise", "train", *args]
 
 
 def environment() -> dict[str, str]:
