@@ -105,17 +105,25 @@ def worker(rank: int, ports: tuple[int, int], out: Path, model_dir: Path) -> Non
 def silent_peer(rank: int, port: int, out: Path) -> None:
     """A fresh group with a 2 s timeout where rank 1 never joins rank 0's all-reduce."""
     join_group(rank, port, timeout_s=2)
-    if rank == 1:  # alive but silent, like a stuck rank or one on a lost node
-        while not (out / "done").exists():
-            time.sleep(0.05)
-        return
-    started = time.monotonic()
     try:
-        ddp.mean_over_processes(1.0)
-    except RuntimeError as error:
-        (out / "error.json").write_text(json.dumps({"seconds": time.monotonic() - started, "message": str(error)}))
+        if rank == 1:  # alive but silent, like a stuck rank or one on a lost node
+            while not (out / "done").exists():
+                time.sleep(0.05)
+            return
+        started = time.monotonic()
+        try:
+            ddp.mean_over_processes(1.0)
+        except RuntimeError as error:
+            (out / "error.json").write_text(json.dumps({"seconds": time.monotonic() - started,
+                                                        "message": str(error)}))
+        finally:
+            (out / "done").touch()
     finally:
-        (out / "done").touch()
+        # Leave the group before exiting: a process that exits inside a gloo group whose all-reduce timed out
+        # can abort (SIGABRT, "terminate called without an active exception") while the interpreter tears
+        # down the pending work (pytorch/pytorch#179291): the likely cause of the two CI runs where rank 0
+        # died of SIGABRT in this fixture.
+        ddp.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +134,11 @@ def two_processes(tmp_path_factory) -> tuple[Path, Path]:
     model_dir = out / "model"
     save_model(create_model("unet", 5, base_channels=4, depth=2), model_dir,
                data=DataSource("synthetic", options={"image_size": 16}))
-    mp.spawn(worker, args=(tuple(free_ports(2)), out, model_dir), nprocs=2)
+    try:
+        mp.spawn(worker, args=(tuple(free_ports(2)), out, model_dir), nprocs=2)
+    except mp.ProcessExitedException as error:  # a signal leaves no traceback: say how far the ranks got
+        written = sorted(str(path.relative_to(out)) for path in out.glob("*") if path.name != "model")
+        raise AssertionError(f"{error}; the pair had written: {written}") from error
     return out, model_dir
 
 
