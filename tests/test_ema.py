@@ -1,6 +1,10 @@
 """The EMA of the weights: a hand-written average as reference, and what the trainer ships with it."""
 
 import copy
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,8 +12,10 @@ from safetensors.torch import load_file
 from torch import nn
 
 from pixelwise import load_model
+from pixelwise.checkpoint import save_model
 from pixelwise.train import config_from_dict, train
 from pixelwise.train.ema import weight_average
+from pixelwise.train.evaluate import evaluate_checkpoint
 from pixelwise.train.state import load_state
 from tests.test_train import tiny
 
@@ -60,3 +66,26 @@ def test_trainer_validates_and_ships_the_average_and_keeps_it_for_resume(tmp_pat
     train(plain, tmp_path / "plain")
     with pytest.raises(ValueError, match="started without train.ema_decay"):
         train(config_from_dict(tiny(train={"ema_decay": 0.5, "steps": 9})), tmp_path / "plain", resume=True)
+
+
+def test_checkpoint_choice_scores_raw_weights_and_their_average_at_each_kept_state(tmp_path):
+    # A small rate, so that 30 steps leave the raw weights and their average scoring apart.
+    config = config_from_dict(tiny(train={"ema_decay": 0.9, "checkpoint_every": 15, "steps": 30},
+                                   eval={"every": 30}, optim={"lr": 0.003}))
+    train(config, tmp_path / "run")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "checkpoint_choice.py"
+    result = subprocess.run([sys.executable, str(script), str(tmp_path / "run")], capture_output=True, text=True,
+                            check=True)
+    scores = dict(re.findall(r"^(step-\d+ +\w+): (mIoU [\d.]+, pixel accuracy [\d.]+)$", result.stdout,
+                             re.MULTILINE))
+    assert list(scores) == ["step-00000015 raw", "step-00000015 ema", "step-00000030 raw", "step-00000030 ema"]
+    # The run ships the average of its last step: the script's "ema" at step 30 must score exactly as it does.
+    shipped, _ = evaluate_checkpoint(tmp_path / "run", device="cpu")
+    assert scores["step-00000030 ema"] == (f"mIoU {100 * shipped['miou']:.2f}, "
+                                           f"pixel accuracy {100 * shipped['pixel_accuracy']:.2f}")
+    assert scores["step-00000030 raw"] != scores["step-00000030 ema"]
+
+    empty = tmp_path / "empty"
+    save_model(load_model(tmp_path / "run"), empty)
+    failed = subprocess.run([sys.executable, str(script), str(empty)], capture_output=True, text=True)
+    assert failed.returncode != 0 and "no training states" in failed.stderr
