@@ -4,9 +4,10 @@
 
 A run keeps its last few training states (``state/step-*``), each with the raw weights and, when the run
 averages them, their exponential moving average. This scores both at every kept step on the run's validation
-split, as ``pixelwise eval`` would score them. The spread between neighbouring checkpoints is the noise floor
-of the validation split: a difference between two recipes smaller than it cannot be told apart, and picking
-the best of several checkpoints on val inflates the val score by about as much (issue #18's val-test gap).
+split, as ``pixelwise eval`` would score them. How far neighbouring checkpoints of one run disagree on the
+same validation images bounds what one run can show: two recipes closer than that are not told apart, and
+choosing the best of several checkpoints on val can flatter the val score by up to as much (issue #18's
+val-test gap).
 """
 
 from __future__ import annotations
