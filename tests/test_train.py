@@ -140,3 +140,50 @@ def test_quickstart_and_train_commands_end_to_end(tmp_path, capsys):
     assert "drop --config, --set and --out" in capsys.readouterr().err
     assert main(["train", "--config", str(recipe), "--set", "train.setps=3"]) == 2
     assert "did you mean 'train.steps'" in capsys.readouterr().err
+
+
+def test_init_from_starts_a_fine_tuning_phase_from_saved_weights(tmp_path, capsys):
+    evaluation = {"every": 3, "plot_images": 0}
+    train(config_from_dict(tiny(eval=evaluation)), tmp_path / "phase1")
+    source = load_model(tmp_path / "phase1" / "best")
+    # A learning rate of ~0 keeps the weights where they started: the saved ones, not a fresh initialisation.
+    still = {"optimizer": "sgd", "lr": 1e-12, "momentum": 0.0, "weight_decay": 0.0}
+    phase2 = tiny(model={"init_from": str(tmp_path / "phase1" / "best")}, optim=still, eval=evaluation)
+    train(config_from_dict(phase2), tmp_path / "phase2")
+    fine_tuned = load_model(tmp_path / "phase2")
+    for name, weight in source.named_parameters():
+        torch.testing.assert_close(dict(fine_tuned.named_parameters())[name], weight, rtol=0, atol=1e-8)
+    # ... which phase 1 moved away from the seed's initialisation, so the check above can tell them apart.
+    train(config_from_dict(tiny(optim=still, eval=evaluation)), tmp_path / "fresh")
+    assert not torch.equal(load_model(tmp_path / "fresh").head.weight, source.head.weight)
+
+    # A resumed phase takes its weights from its own state: the source may be gone by then.
+    (tmp_path / "phase1" / "best" / "model.safetensors").unlink()
+    phase2["train"]["steps"] = 9
+    assert train(config_from_dict(phase2), tmp_path / "phase2", resume=True).steps == 9
+
+    with pytest.raises(ValueError, match=r"model.init_from: .*phase1.best.model.safetensors: missing"):
+        train(config_from_dict(phase2), tmp_path / "c")
+    with pytest.raises(ValueError, match=r"model.init_from: .*config.json is a file; give the directory"):
+        train(config_from_dict(tiny(model={"init_from": str(tmp_path / "phase1" / "config.json")})), tmp_path / "c")
+    start = {"init_from": str(tmp_path / "phase1")}
+    refused = {
+        "model.options.base_channels 8 .saved 4.": tiny(model={**start, "options": {"base_channels": 8, "depth": 2}}),
+        r"classes \['background', 'disc', 'rectangle', 'triangle'\]": tiny(
+            model=start, data={"options": {"num_images": 8, "image_size": 16, "num_classes": 4}}),
+        r"data.mean \(0.5, 0.5, 0.5\) \(saved \(0.485, 0.456, 0.406\)\)": tiny(
+            model=start, data={"mean": [0.5, 0.5, 0.5]}),
+    }
+    for message, raw in refused.items():
+        with pytest.raises(ValueError, match=message):
+            train(config_from_dict(raw), tmp_path / "d")
+    assert not (tmp_path / "d").exists()
+    # A run written into the source's best/ would overwrite the weights it starts from.
+    from pixelwise.cli import main
+
+    recipe = tmp_path / "phase2.yaml"
+    recipe.write_text(json.dumps(tiny(model={"init_from": str(tmp_path / "fresh" / "best")})))
+    assert main(["train", "--config", str(recipe), "--out", str(tmp_path / "fresh" / "best")]) == 2
+    assert "best holds a saved model (config.json); pick another --out" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="model.init_from and model.options.pretrained_backbone both give"):
+        config_from_dict(tiny(model={**start, "options": {"backbone": "resnet18", "pretrained_backbone": True}}))

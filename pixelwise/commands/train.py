@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def train_and_report(args: argparse.Namespace, config: Config) -> int:
-    from pixelwise.checkpoint import read_card
+    from pixelwise.checkpoint import CONFIG_FILE, read_card
     from pixelwise.fileio import check_output_dir
     from pixelwise.train import distributed
     from pixelwise.train.evaluate import format_table
@@ -60,6 +60,8 @@ def train_and_report(args: argparse.Namespace, config: Config) -> int:
         # Checked before any process trains; the other ranks would see rank 0's own config.yaml.
         if main and (run_dir / CONFIG_YAML).exists():
             raise ValueError(f"{run_dir} already holds a run; pick another --out or --resume it")
+        if main and (run_dir / CONFIG_FILE).exists():  # e.g. a run's best/, which a run there would overwrite
+            raise ValueError(f"{run_dir} holds a saved model ({CONFIG_FILE}); pick another --out")
         run_dir = distributed.from_main_process(run_dir)  # one clock decides the default name
     if main:
         print(f"run directory: {run_dir}")

@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 import yaml
 
+from pixelwise.card import WEIGHT_SOURCE_OPTIONS
 from pixelwise.crf.settings import CRFSettings
 from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, INTENSITY_MODES, Normalization
 from pixelwise.infer.options import PRECISIONS
@@ -41,6 +42,9 @@ class ModelConfig:
 
     name: str = "unet"
     options: dict[str, Any] = field(default_factory=dict)
+    # A saved model (a run directory or its best/) whose weights start this run: a fine-tuning phase, e.g.
+    # full-resolution crops or another loss after a run, with a fresh optimizer, schedule and EMA.
+    init_from: str | None = None
 
 
 @dataclass
@@ -257,6 +261,10 @@ def _check_values(config: Config, source: str) -> None:
         raise ConfigError(f"{source}: train.ema_decay must be in (0, 1), got {config.train.ema_decay}")
     if config.train.ema_warmup <= 1:
         raise ConfigError(f"{source}: train.ema_warmup must be > 1, got {config.train.ema_warmup}")
+    given = [key for key in WEIGHT_SOURCE_OPTIONS if config.model.options.get(key)]
+    if config.model.init_from and given:
+        raise ConfigError(f"{source}: model.init_from and model.options.{given[0]} both give the starting weights; "
+                          "keep one")
     if config.optim.lr <= 0:
         raise ConfigError(f"{source}: optim.lr must be > 0, got {config.optim.lr}")
     try:

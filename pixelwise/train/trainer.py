@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from pixelwise.card import DataSource, RunCard
-from pixelwise.checkpoint import save_model
+from pixelwise.checkpoint import load_model, save_model
 from pixelwise.data import build_dataset, median_frequency_weights, resolve_root, scan_labels
 from pixelwise.data.check import diagnose, image_header_problems
 from pixelwise.data.in_memory import InMemoryBatches, unsupported_augmentations
@@ -134,6 +134,45 @@ def build_model(config: Config, dataset: Dataset) -> nn.Module:
     return create_model(config.model.name, dataset.num_classes, **options)
 
 
+def read_initial_model(directory: str) -> nn.Module:
+    """The saved model ``model.init_from`` names (``~`` and ``$VARS`` expanded), read before any data is."""
+    path = Path(os.path.expandvars(os.path.expanduser(directory)))
+    if path.is_file():
+        raise ValueError(f"model.init_from: {path} is a file; give the directory that holds config.json and "
+                         "model.safetensors (a run directory or its best/)")
+    try:
+        return load_model(path)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"model.init_from: {error}") from error
+
+
+def start_from(model: nn.Module, source: nn.Module, card: RunCard, directory: str) -> None:
+    """Copy ``source``'s weights into ``model`` (whose run card is ``card``), refusing any model, classes or
+    input normalisation other than the saved one's: each would train on silently misread weights."""
+    saved = source.card
+    mismatches = [
+        f"{field} {mine!r} (saved {theirs!r})"
+        for field, mine, theirs in (
+            ("model", card.name, saved.name),
+            ("classes", card.classes, saved.classes),
+            ("data.mean", card.normalization.mean, saved.normalization.mean),
+            ("data.std", card.normalization.std, saved.normalization.std),
+            ("data.intensity", card.normalization.intensity, saved.normalization.intensity),
+        )
+        if mine != theirs
+    ]
+    if mismatches:
+        raise ValueError(f"model.init_from: {directory} does not match this run: " + "; ".join(mismatches))
+    try:
+        model.load_state_dict(source.state_dict())
+    except RuntimeError as error:  # the same model with other options (width, depth, in_channels ...)
+        options = [f"{key} {card.options.get(key)!r} (saved {saved.options.get(key)!r})"
+                   for key in sorted(set(card.options) | set(saved.options))
+                   if card.options.get(key) != saved.options.get(key)]
+        raise ValueError(f"model.init_from: {directory} holds other weights than this run's model: "
+                         + ("; ".join(f"model.options.{option}" for option in options) or str(error))) from error
+
+
 def class_weights(config: Config, num_classes: int, image_class_counts: torch.Tensor | None = None
                   ) -> torch.Tensor | None:
     """The loss's class weights: None, the configured list, or SegNet's median-frequency balancing.
@@ -217,9 +256,18 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> T
     # The same seed on every rank: identical initial weights and dropout streams (rank 0's RNG is saved).
     make_reproducible(settings.seed, settings.deterministic)
 
+    # A resumed run's state holds its weights; a new one reads init_from before the (slow) data.
+    initial = read_initial_model(config.model.init_from) if config.model.init_from and not resume else None
     train_set, val_set = build_datasets(config, train_transforms=not config.data.in_memory)
     image_class_counts = check_train_labels(config, train_set) if config.data.check_labels else None
-    model = build_model(config, train_set).to(device)
+    model = build_model(config, train_set)
+    if initial is not None:
+        start_from(model, initial, run_card(config, train_set, model), config.model.init_from)
+        if is_main_process():
+            miou = (initial.card.scores or {}).get("miou")
+            scores = f", val mIoU {miou:.4f}" if miou is not None else ""
+            print(f"model.init_from: starting from {config.model.init_from} (step {initial.card.step}{scores})")
+    model = model.to(device)
     if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
     network = wrap_model(model, device, settings.sync_batchnorm)
