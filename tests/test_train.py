@@ -1,6 +1,7 @@
 """The training loop in-process on tiny synthetic data: run directory contents, reload, accumulation, precision."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -181,9 +182,16 @@ def test_init_from_starts_a_fine_tuning_phase_from_saved_weights(tmp_path, capsy
     # A run written into the source's best/ would overwrite the weights it starts from.
     from pixelwise.cli import main
 
+    copy = tmp_path / "copy" / "saved"
+    shutil.copytree(tmp_path / "fresh" / "best", copy / "best")
     recipe = tmp_path / "phase2.yaml"
-    recipe.write_text(json.dumps(tiny(model={"init_from": str(tmp_path / "fresh" / "best")})))
-    assert main(["train", "--config", str(recipe), "--out", str(tmp_path / "fresh" / "best")]) == 2
-    assert "best holds a saved model (config.json); pick another --out" in capsys.readouterr().err
+    recipe.write_text(json.dumps(tiny(model={"init_from": str(copy / "best")})))
+    for out in (copy / "best", copy):
+        assert main(["train", "--config", str(recipe), "--out", str(out)]) == 2
+        assert "best holds a saved model (config.json); pick another --out" in capsys.readouterr().err
+    (copy / "best" / "config.json").rename(copy / "best.json")  # no saved model in --out: init_from inside it
+    recipe.write_text(json.dumps(tiny(model={"init_from": str(copy / "best.json")})))
+    assert main(["train", "--config", str(recipe), "--out", str(copy)]) == 2
+    assert "lies inside --out" in capsys.readouterr().err
     with pytest.raises(ValueError, match="model.init_from and model.options.pretrained_backbone both give"):
         config_from_dict(tiny(model={**start, "options": {"backbone": "resnet18", "pretrained_backbone": True}}))

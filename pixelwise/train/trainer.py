@@ -134,9 +134,14 @@ def build_model(config: Config, dataset: Dataset) -> nn.Module:
     return create_model(config.model.name, dataset.num_classes, **options)
 
 
+def initial_model_path(directory: str) -> Path:
+    """``model.init_from`` with ``~`` and ``$VARS`` expanded."""
+    return Path(os.path.expandvars(os.path.expanduser(directory)))
+
+
 def read_initial_model(directory: str) -> nn.Module:
-    """The saved model ``model.init_from`` names (``~`` and ``$VARS`` expanded), read before any data is."""
-    path = Path(os.path.expandvars(os.path.expanduser(directory)))
+    """The saved model ``model.init_from`` names, read before any data is."""
+    path = initial_model_path(directory)
     if path.is_file():
         raise ValueError(f"model.init_from: {path} is a file; give the directory that holds config.json and "
                          "model.safetensors (a run directory or its best/)")
@@ -146,7 +151,7 @@ def read_initial_model(directory: str) -> nn.Module:
         raise ValueError(f"model.init_from: {error}") from error
 
 
-def start_from(model: nn.Module, source: nn.Module, card: RunCard, directory: str) -> None:
+def start_from(model: nn.Module, source: nn.Module, card: RunCard, directory: Path) -> None:
     """Copy ``source``'s weights into ``model`` (whose run card is ``card``), refusing any model, classes or
     input normalisation other than the saved one's: each would train on silently misread weights."""
     saved = source.card
@@ -262,11 +267,12 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> T
     image_class_counts = check_train_labels(config, train_set) if config.data.check_labels else None
     model = build_model(config, train_set)
     if initial is not None:
-        start_from(model, initial, run_card(config, train_set, model), config.model.init_from)
+        source = initial_model_path(config.model.init_from)
+        start_from(model, initial, run_card(config, train_set, model), source)
         if is_main_process():
             miou = (initial.card.scores or {}).get("miou")
             scores = f", val mIoU {miou:.4f}" if miou is not None else ""
-            print(f"model.init_from: starting from {config.model.init_from} (step {initial.card.step}{scores})")
+            print(f"model.init_from: starting from {source} (step {initial.card.step}{scores})")
     model = model.to(device)
     if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
