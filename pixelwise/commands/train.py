@@ -47,10 +47,11 @@ def run(args: argparse.Namespace) -> int:
 
 def train_and_report(args: argparse.Namespace, config: Config) -> int:
     from pixelwise.checkpoint import CONFIG_FILE, read_card
+    from pixelwise.data import resolve_root
     from pixelwise.fileio import check_output_dir
     from pixelwise.train import distributed
     from pixelwise.train.evaluate import format_table
-    from pixelwise.train.trainer import BEST_DIR, CONFIG_YAML, default_run_dir, initial_model_path, train
+    from pixelwise.train.trainer import BEST_DIR, CONFIG_YAML, default_run_dir, train
 
     main = distributed.is_main_process()
     if args.resume is not None:
@@ -64,7 +65,7 @@ def train_and_report(args: argparse.Namespace, config: Config) -> int:
         for saved in (run_dir, run_dir / BEST_DIR):
             if main and (saved / CONFIG_FILE).exists():
                 raise ValueError(f"{saved} holds a saved model ({CONFIG_FILE}); pick another --out")
-        if config.model.init_from and run_dir.resolve() in initial_model_path(config.model.init_from).resolve().parents:
+        if config.model.init_from and run_dir.resolve() in Path(resolve_root(config.model.init_from)).resolve().parents:
             raise ValueError(f"model.init_from {config.model.init_from} lies inside --out {run_dir}, which the run "
                              "would overwrite; pick another --out")
         run_dir = distributed.from_main_process(run_dir)  # one clock decides the default name

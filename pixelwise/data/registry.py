@@ -49,7 +49,8 @@ def build_dataset(name: str, root: str | os.PathLike | None, split: str, transfo
 
 
 def resolve_root(root: str | None) -> str | None:
-    """A data root with ``$VARS`` expanded; a relative path is tried from the current directory, then the repo."""
+    """A data root (or a saved model, ``model.init_from``) with ``$VARS`` and ``~`` expanded; a relative path is
+    tried from the current directory, then the repo."""
     if root is None:
         return None
     path = Path(os.path.expandvars(root)).expanduser()

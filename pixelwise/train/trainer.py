@@ -134,14 +134,9 @@ def build_model(config: Config, dataset: Dataset) -> nn.Module:
     return create_model(config.model.name, dataset.num_classes, **options)
 
 
-def initial_model_path(directory: str) -> Path:
-    """``model.init_from`` with ``~`` and ``$VARS`` expanded."""
-    return Path(os.path.expandvars(os.path.expanduser(directory)))
-
-
 def read_initial_model(directory: str) -> nn.Module:
     """The saved model ``model.init_from`` names, read before any data is."""
-    path = initial_model_path(directory)
+    path = Path(resolve_root(directory))  # found as data.root is: $VARS, ~, then cwd or the repository
     if path.is_file():
         raise ValueError(f"model.init_from: {path} is a file; give the directory that holds config.json and "
                          "model.safetensors (a run directory or its best/)")
@@ -267,7 +262,7 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> T
     image_class_counts = check_train_labels(config, train_set) if config.data.check_labels else None
     model = build_model(config, train_set)
     if initial is not None:
-        source = initial_model_path(config.model.init_from)
+        source = Path(resolve_root(config.model.init_from))
         start_from(model, initial, run_card(config, train_set, model), source)
         if is_main_process():
             miou = (initial.card.scores or {}).get("miou")
