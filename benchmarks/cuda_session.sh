@@ -8,8 +8,8 @@
 # It expects CamVid (train and val, SegNet layout) in $CAMVID (default .camvid_jpeg: the SegNet PNGs
 # re-encoded as JPEG quality 95 to fit a 64 MiB transfer, label maps untouched; make it with
 # `python benchmarks/camvid_jpeg.py`). Python packages missing there (smp, pypng) come as wheels in .whl/.
-# Writes into $OUT: session.log (every figure) and each trained run (best weights, metrics, plots) as a tar
-# in 15 MB parts. Rehearse on a CPU: DEVICE=cpu REHEARSE=1 BUDGET=300 OUT=/tmp/out bash benchmarks/cuda_session.sh
+# Writes into $OUT: session.log (every figure) and each trained run (metrics, plots, and the result's best
+# weights) as a tar in 15 MiB parts. Rehearse on a CPU: DEVICE=cpu REHEARSE=1 BUDGET=300 OUT=/tmp/out bash benchmarks/cuda_session.sh
 # For issue #18's CamVid GPU target alone: TRAINING_ONLY=1 BUDGET=560 OUT=out bash benchmarks/cuda_session.sh
 set -uo pipefail
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -73,7 +73,8 @@ if [ -z "${TRAINING_ONLY:-}" ]; then
 fi
 
 section "CamVid U-Net from scratch (configs/camvid/unet_gpu.yaml, then unet_gpu_fullres.yaml)"
-run="$OUT/camvid-unet-gpu"
+# The runs live in $probe, outside $OUT: only their tar parts come back (at most 8 files of 16 MiB).
+run="$probe/camvid-unet-gpu"
 recipe=configs/camvid/unet_gpu.yaml
 common=(--set "data.root=$CAMVID" --set "train.device=$DEVICE" --set train.progress=false)
 if [ -n "${REHEARSE:-}" ]; then common+=(--set train.batch_size=2 --set data.crop_size=[64,96] --set eval.batch_size=8); fi
@@ -106,24 +107,29 @@ runs=(camvid-unet-gpu)
 if [ "$steps2" -gt 0 ]; then
   section "phase 2: whole images, plain cross-entropy (configs/camvid/unet_gpu_fullres.yaml), ${steps2} steps"
   timeout $((train_seconds / 2 + 60)) "$PY" -m pixelwise train --config configs/camvid/unet_gpu_fullres.yaml \
-    --out "$OUT/camvid-unet-gpu-fullres" "${common[@]}" --set "model.init_from=$run/best" \
+    --out "$probe/camvid-unet-gpu-fullres" "${common[@]}" --set "model.init_from=$run/best" \
     --set "train.steps=$steps2" --set train.log_every=$((steps2 / 10 > 0 ? steps2 / 10 : 1)) \
     --set "eval.every=$((steps2 / 2 > 0 ? steps2 / 2 : 1))" --set "train.checkpoint_every=$steps2" 2>&1 | tail -8
-  # Phase 2's model is the result: evaluated and saved first, in case the command runs out of time.
   runs=(camvid-unet-gpu-fullres camvid-unet-gpu)
 fi
+# The result is the last phase that saved a model. Its best weights go into $OUT before any evaluation, in
+# case the command runs out of time; the other run's metrics and plots follow, without weights (64 MiB cap).
+result=""
 for name in "${runs[@]}"; do
-  section "evaluation of $name/best: plain, flip, dense CRF (phase 1's only plain when phase 2 ran)"
+  weights=()
+  if [ -z "$result" ] && [ -d "$probe/$name/best" ]; then result=$name; weights=("$name/best"); fi
+  tar -C "$probe" -cf - ${weights[@]+"${weights[@]}"} "$name/metrics.jsonl" "$name/config.yaml" \
+      $(cd "$probe" && ls "$name"/*.png 2>/dev/null) | split -b 15m - "$OUT/$name.tar.part-"
+done
+for name in "${runs[@]}"; do
+  [ -d "$probe/$name/best" ] || continue
+  section "evaluation of $name/best: plain$([ "$name" = "$result" ] && echo ", flip, dense CRF")"
   for extra in "" "--flip" "--crf"; do
-    if [ -n "$extra" ] && [ "$name" != "${runs[0]}" ]; then continue; fi
-    timeout 40 "$PY" -m pixelwise eval --checkpoint "$OUT/$name/best" --data "camvid:$CAMVID" --split val $extra \
-      --device "$DEVICE" 2>&1 | grep -E "^mean|pixel accuracy|^[a-z/]+ +[0-9]" | tr '\n' ';'; echo " <- eval $extra"
+    if [ -n "$extra" ] && [ "$name" != "$result" ]; then continue; fi
+    timeout "$(small 40 120)" "$PY" -m pixelwise eval --checkpoint "$probe/$name/best" --data "camvid:$CAMVID" \
+      --split val $extra --device "$DEVICE" 2>&1 | grep -E "^mean|pixel accuracy|^[a-z/]+ +[0-9]" | tr '\n' ';'
+    echo " <- eval $extra"
   done
-  # Only the result's weights come back: what returns from the machine is capped at 64 MiB.
-  weights=(); [ "$name" = "${runs[0]}" ] && weights=("$name/best")
-  tar -C "$OUT" -cf - "${weights[@]}" "$name/metrics.jsonl" "$name/config.yaml" \
-      $(cd "$OUT" && ls "$name"/*.png 2>/dev/null) | split -b 15m - "$OUT/$name.tar.part-"
-  rm -rf "${OUT:?}/$name"
 done
 rm -rf "$probe"
 section done
