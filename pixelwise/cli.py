@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
+import os
 import sys
 
 # Subcommand modules, in the order ``pixelwise --help`` lists them.
@@ -37,17 +38,26 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, KeyError, OSError, MemoryError, ImportError) as error:
-        # Bad input from the user (a value, a name, a file: missing, unreadable, in the way) or an optional
-        # extra not installed (the message names it): one line.
+    except (ValueError, KeyError, OSError, MemoryError, ImportError, ArithmeticError) as error:
+        # Bad input from the user (a value, a name, a file: missing, unreadable, in the way; a model that does not
+        # export; a loss that diverged) or an optional extra not installed (the message names it): one line.
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"pixelwise {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Outputs are written atomically, so what was finished is whole and nothing half-written is left.
+        print(f"pixelwise {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # a defect of ours: one line, and the traceback on request
+        if os.environ.get("PIXELWISE_TRACEBACK"):
+            raise
+        print(f"pixelwise {args.command}: internal error: {type(error).__name__}: {error} (run again with "
+              "PIXELWISE_TRACEBACK=1 for the traceback, and please report it)", file=sys.stderr)
+        return 1
     finally:
         # The interpreter's last garbage collection walks every object torch and torchvision created, about a
         # second on a 2-core machine; frozen objects are skipped. Finalizers and atexit handlers still run.
         gc.freeze()
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -56,12 +56,23 @@ def check_output_dir(path: str | os.PathLike, option: str) -> Path:
     return path
 
 
+# What a saved model (config.json + model.safetensors) and a training run (config.yaml, metrics.jsonl, state/)
+# are made of: an output written over one of them would destroy the model or the run it belongs to.
+RUN_FILES = frozenset({"config.json", "model.safetensors", "config.yaml", "metrics.jsonl"})
+
+
 def check_output_file(path: str | os.PathLike, option: str) -> Path:
-    """``path`` as a file that can be written (atomically), checked before any work starts."""
+    """``path`` as a file that can be written (atomically), checked before any work starts: not a folder, in a
+    writable folder, and not a file of a saved model or run (its weights, card, config, metrics or state)."""
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{option} {path} is a folder; give a file name inside it")
     check_output_dir(path.parent, option)
+    folder = path.resolve().parent
+    run = folder.parent if folder.name == "state" else folder
+    if (path.name in RUN_FILES or folder.name == "state") and any((run / name).is_file() for name in RUN_FILES):
+        raise ValueError(f"{option} {path} would replace a file of the saved model or run in {run}; "
+                         "give a file name of its own")
     return path
 
 

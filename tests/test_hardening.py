@@ -230,12 +230,13 @@ def test_stats_grow_a_row_per_file_as_they_are_done(run, tmp_path):
     for index in range(2):
         images.append(tmp_path / f"{index}.png")
         Image.fromarray(np.full((8, 8, 3), 40 * index, np.uint8)).save(images[-1])
-    predictor = FilePredictor(Segmenter(run), tmp_path, stats=True)
+    out = tmp_path / "out"
+    predictor = FilePredictor(Segmenter(run), out, stats=True)
     predictor.file(images[0], "0")
     # A run killed here keeps the finished file's row.
-    assert len((tmp_path / "stats.csv").read_text().splitlines()) == 2
+    assert len((out / "stats.csv").read_text().splitlines()) == 2
     predictor.file(images[1], "1")
-    assert len((tmp_path / "stats.csv").read_text().splitlines()) == 3
+    assert len((out / "stats.csv").read_text().splitlines()) == 3
 
 
 def test_exported_onnx_carries_the_normalisation_and_classes(run, tmp_path):

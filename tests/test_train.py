@@ -188,10 +188,10 @@ def test_init_from_starts_a_fine_tuning_phase_from_saved_weights(tmp_path, capsy
     recipe.write_text(json.dumps(tiny(model={"init_from": str(copy / "best")})))
     for out in (copy / "best", copy):
         assert main(["train", "--config", str(recipe), "--out", str(out)]) == 2
-        assert "best holds a saved model (config.json); pick another --out" in capsys.readouterr().err
+        assert "lies inside the run directory" in capsys.readouterr().err
     (copy / "best" / "config.json").rename(copy / "best.json")  # no saved model in --out: init_from inside it
     recipe.write_text(json.dumps(tiny(model={"init_from": str(copy / "best.json")})))
     assert main(["train", "--config", str(recipe), "--out", str(copy)]) == 2
-    assert "lies inside --out" in capsys.readouterr().err
+    assert "lies inside the run directory" in capsys.readouterr().err
     with pytest.raises(ValueError, match="model.init_from and model.options.pretrained_backbone both give"):
         config_from_dict(tiny(model={**start, "options": {"backbone": "resnet18", "pretrained_backbone": True}}))

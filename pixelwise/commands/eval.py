@@ -18,6 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="a run directory (latest weights), its best/ directory, or any saved model directory")
     parser.add_argument("--data", help="NAME:ROOT, or 'synthetic' (default: the data set the run trained on)")
     parser.add_argument("--split", help="split to evaluate (default: the run's validation split)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a loader option, value in YAML (e.g. 'label_map={255: 1}'); repeatable. num_classes "
+                             "defaults to the model's")
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write the scores to this JSON file")
     parser.add_argument("--batch-size", type=positive_int, default=1)
     parser.add_argument("--device", default="auto")
@@ -33,13 +36,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pixelwise.fileio import atomic_write, check_output_file, strict_json
     from pixelwise.train import distributed
+    from pixelwise.train.config import parse_assignment
     from pixelwise.train.evaluate import evaluate_checkpoint, format_table
 
     if args.json is not None:
         check_output_file(args.json, "--json")
+    options = dict(parse_assignment(pair, "--option") for pair in args.option)
     try:
         scores, class_names = evaluate_checkpoint(args.checkpoint, args.data, args.split, args.batch_size,
-                                                  args.device, args.crf, args.scales, args.flip)
+                                                  args.device, args.crf, args.scales, args.flip, options)
         main = distributed.is_main_process()
     finally:
         distributed.shutdown()

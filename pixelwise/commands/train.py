@@ -46,28 +46,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def train_and_report(args: argparse.Namespace, config: Config) -> int:
-    from pixelwise.checkpoint import CONFIG_FILE, read_card
-    from pixelwise.data import resolve_root
+    from pixelwise.checkpoint import read_card
     from pixelwise.fileio import check_output_dir
     from pixelwise.train import distributed
     from pixelwise.train.evaluate import format_table
-    from pixelwise.train.trainer import BEST_DIR, CONFIG_YAML, default_run_dir, train
+    from pixelwise.train.trainer import default_run_dir, train
 
     main = distributed.is_main_process()
     if args.resume is not None:
         run_dir = args.resume
     else:
+        # train() itself refuses a folder that is not empty, on rank 0, before any work.
         run_dir = check_output_dir(args.out or default_run_dir(config.name), "--out")
-        # Checked before any process trains; the other ranks would see rank 0's own config.yaml.
-        if main and (run_dir / CONFIG_YAML).exists():
-            raise ValueError(f"{run_dir} already holds a run; pick another --out or --resume it")
-        # A run writes config.json and model.safetensors into --out and its best/: saved models there would go.
-        for saved in (run_dir, run_dir / BEST_DIR):
-            if main and (saved / CONFIG_FILE).exists():
-                raise ValueError(f"{saved} holds a saved model ({CONFIG_FILE}); pick another --out")
-        if config.model.init_from and run_dir.resolve() in Path(resolve_root(config.model.init_from)).resolve().parents:
-            raise ValueError(f"model.init_from {config.model.init_from} lies inside --out {run_dir}, which the run "
-                             "would overwrite; pick another --out")
         run_dir = distributed.from_main_process(run_dir)  # one clock decides the default name
     if main:
         print(f"run directory: {run_dir}")

@@ -8,6 +8,7 @@ corners get 0 in the image and the ignore label in the mask, so the loss never l
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -46,8 +47,13 @@ class Normalization:
     intensity: str = "none"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
-        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            # A string is a sequence too: "0.5" would be read as the characters "0", ".", "5".
+            if isinstance(values, str | bytes) or not all(
+                    isinstance(value, numbers.Real) and not isinstance(value, bool) for value in values):
+                raise ValueError(f"normalization.{name} must be a list of numbers, one per channel, got {values!r}")
+            object.__setattr__(self, name, tuple(float(value) for value in values))
         if len(self.mean) != len(self.std) or not self.mean:
             raise ValueError(f"normalisation mean {self.mean} and std {self.std} must have the same, non-zero length")
         if not all(s > 0 for s in self.std):

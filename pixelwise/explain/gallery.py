@@ -53,17 +53,21 @@ def write_topic(name: str, description: str, result: Explained, folder: Path) ->
     stage = folder.with_name(f".{folder.name}.partial")
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
-    written = []
-    for stem, figure in result.figures.items():
-        save_figure(figure, stage / f"{stem}.png")
-        written.append((f"{stem}.png", figure_pixels(figure)))
-        # Drop the artists now: the gallery's figures would otherwise all stay in memory until the end.
-        figure.clear()
-    with atomic_write(stage / "numbers.json", "w") as file:
-        json.dump(strict_json(result.numbers), file, indent=2, allow_nan=False)
-        file.write("\n")
-    with atomic_write(stage / "section.html", "w") as file:
-        file.write(topic_html(name, description, result, written))
+    try:
+        written = []
+        for stem, figure in result.figures.items():
+            save_figure(figure, stage / f"{stem}.png")
+            written.append((f"{stem}.png", figure_pixels(figure)))
+            # Drop the artists now: the gallery's figures would otherwise all stay in memory until the end.
+            figure.clear()
+        with atomic_write(stage / "numbers.json", "w") as file:
+            json.dump(strict_json(result.numbers), file, indent=2, allow_nan=False)
+            file.write("\n")
+        with atomic_write(stage / "section.html", "w") as file:
+            file.write(topic_html(name, description, result, written))
+    except BaseException:  # Ctrl-C or a failure: no half-written topic is left behind
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
     retired = folder.with_name(f".{folder.name}.old")
     shutil.rmtree(retired, ignore_errors=True)
     if folder.exists():
@@ -113,6 +117,10 @@ def run_gallery(topics: Sequence[str], out_dir: str | os.PathLike, data: str | N
     """
     names = check_topics(topics)
     out_dir = check_output_dir(out_dir, "--out")
+    # A topic's folder is replaced whole: a folder of the same name that this command did not write is the user's.
+    theirs = [name for name in names if (out_dir / name).exists() and not (out_dir / name / "section.html").is_file()]
+    if theirs:
+        raise ValueError(f"--out {out_dir} holds {', '.join(theirs)}, which a topic would replace; pick another --out")
     descriptions = dict(list_topics())
     seconds: dict[str, float] = {}
     bar = tqdm(names, desc="explain", unit="topic", disable=not progress)

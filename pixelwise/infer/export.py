@@ -22,14 +22,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from pixelwise.fileio import atomic_write
+from pixelwise.fileio import atomic_write, check_output_file
 
 ONNX_OPSET = 17
 # Largest |logit| difference an export may show against eager PyTorch (float32 reordering only).
 TOLERANCE = 1e-3
 
 
-class ExportError(RuntimeError):
+class ExportError(ValueError):
     """The model cannot be exported with dynamic sizes; the message says why."""
 
 
@@ -46,6 +46,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike | None = None, *, chec
 
     Raises ExportError when export fails or the program disagrees with the model at a second size.
     """
+    if path is not None:
+        check_output_file(path, "path")
     model = model.eval()
     trace_size, check_size = check_sizes(model)
     example = torch.randn(1, model.card.in_channels, *trace_size)
@@ -73,6 +75,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike | None = None, *, chec
 
 def export_torchscript(model: nn.Module, path: str | os.PathLike | None = None, *, check: bool = True):
     """The traced TorchScript module of ``model``, saved to ``path`` if given (load with torch.jit.load)."""
+    if path is not None:
+        check_output_file(path, "path")
     model = model.eval()
     trace_size, check_size = check_sizes(model)
     example = torch.randn(1, model.card.in_channels, *trace_size)

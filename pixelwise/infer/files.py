@@ -47,8 +47,13 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]
         else:
             found = [path]  # a missing file fails when read, and is reported there
         for file in found:
-            if file.resolve() not in seen:
-                seen.add(file.resolve())
+            try:
+                real = file.resolve(strict=file.is_symlink())
+            except (OSError, RuntimeError) as error:  # a link to itself or to a missing file: skipped, reported
+                problems.append((str(file), f"a link that cannot be followed: {error}"))
+                continue
+            if real not in seen:
+                seen.add(real)
                 files.append(file)
     return files, problems
 
@@ -79,20 +84,53 @@ class FilePredictor:
     """Runs a Segmenter on one file at a time and writes its mask (``<stem>.png``), and on request its
     overlay with a legend (``<stem>_overlay.png``, ``<stem>_overlay.mp4`` for a video) and its class areas
     (``stats.csv``, a row per image or video frame, appended as each file is done: a killed run keeps the
-    rows of every file it finished)."""
+    rows of every file it finished).
+
+    Nothing already in ``out`` is lost: an existing ``stats.csv`` keeps its rows and gets the new ones after
+    them (it must list the same classes), and an existing mask or overlay is replaced only with ``overwrite``.
+    An output is never written over an input.
+    """
 
     def __init__(self, segmenter: Segmenter, out: Path, overlay: bool = False, opacity: float = 0.5,
-                 stats: bool = False) -> None:
+                 stats: bool = False, overwrite: bool = False) -> None:
         self.segmenter, self.out = segmenter, out
-        self.overlays, self.opacity = overlay, opacity
+        self.overlays, self.opacity, self.overwrite = overlay, opacity, overwrite
         self.stats_path = out / "stats.csv" if stats else None
         self.rows: list[list[object]] = []  # the current file's rows, appended to stats.csv when it is done
-        if self.stats_path is not None:
-            with atomic_write(self.stats_path, "w") as handle:
-                csv.writer(handle).writerow(["file", "width", "height", *segmenter.class_names])
+        if self.stats_path is None:
+            return
+        self.header = ["file", "width", "height", *segmenter.class_names]
+        if self.stats_path.exists():
+            with open(self.stats_path, newline="") as handle:
+                found = next(csv.reader(handle), None)
+            if found != self.header:
+                raise ValueError(f"{self.stats_path} holds the class areas of another model (its columns differ); "
+                                 "pick another --out, or move stats.csv away to start it afresh")
+
+    def outputs(self, path: Path, stem: str) -> list[Path]:
+        """The files ``file(path, stem)`` writes, stats.csv aside."""
+        if path.suffix.lower() in VIDEO_SUFFIXES:
+            return [self.out / f"{stem}_overlay.mp4"]
+        return [self.out / f"{stem}.png", *([self.out / f"{stem}_overlay.png"] if self.overlays else [])]
+
+    def check(self, files: list[Path], stems: dict[Path, str]) -> None:
+        """Refuse, before any work, outputs that would replace an input, or (without ``overwrite``) an existing
+        file: the ValueError names them and says how to go on."""
+        inputs = {file.resolve() for file in files}
+        outputs = [output for file in files for output in self.outputs(file, stems[file])]
+        over_inputs = [output.name for output in outputs if output.resolve() in inputs]
+        if over_inputs:
+            raise ValueError(f"--out {self.out}: the outputs {', '.join(over_inputs[:3])} would replace inputs of "
+                             "the same name; write into another folder")
+        existing = [output.name for output in outputs if output.exists()]
+        if existing and not self.overwrite:
+            shown = ", ".join(existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
+            raise ValueError(f"--out {self.out} already holds {shown} from an earlier run; pick another --out, "
+                             "or pass --overwrite to replace them")
 
     def file(self, path: Path, stem: str) -> None:
         """Segment an image or a video file; outputs are named from ``stem``."""
+        self.check([path], {path: stem})
         self.rows.clear()
         if path.suffix.lower() in VIDEO_SUFFIXES:
             self.video(path, stem)
@@ -111,7 +149,11 @@ class FilePredictor:
     def video(self, path: Path, stem: str) -> None:
         import imageio.v2 as imageio  # only videos need it
 
-        reader = imageio.get_reader(path)
+        try:
+            reader = imageio.get_reader(path)
+        except Exception as error:  # ffmpeg's message opens with a banner of its build; the last line is the reason
+            lines = [line for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+            raise ValueError(f"cannot read the video: {lines[-1].strip()}") from None
         try:
             def overlays():
                 for index, frame in enumerate(reader):
@@ -139,6 +181,11 @@ class FilePredictor:
         if self.stats_path is None or not self.rows:
             return
         text = io.StringIO()
+        if not self.stats_path.exists():  # the first rows come with the header, in one atomic file
+            csv.writer(text).writerows([self.header, *self.rows])
+            with atomic_write(self.stats_path, "w") as handle:
+                handle.write(text.getvalue())
+            return
         csv.writer(text).writerows(self.rows)
         descriptor = os.open(self.stats_path, os.O_WRONLY | os.O_APPEND)
         try:

@@ -180,6 +180,9 @@ def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
         raise FileNotFoundError(f"{path}: config file not found")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
+    except UnicodeDecodeError as error:  # an image or other binary file given as the recipe
+        raise ConfigError(f"{path}: not a YAML text file (byte {error.start} is not UTF-8); give a recipe "
+                          "from configs/") from error
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML ({error})") from error
     if not isinstance(raw, dict):

@@ -13,15 +13,17 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from pixelwise.checkpoint import load_model
 from pixelwise.crf.dense_crf import refine
 from pixelwise.crf.settings import CRFSettings
-from pixelwise.data import IGNORE_INDEX, build_dataset, parse_data_source, resolve_root
+from pixelwise.data import DATASETS, IGNORE_INDEX, build_dataset, parse_data_source, resolve_root, scan_labels
+from pixelwise.data.check import MaskScan, diagnose, image_header_problems
 from pixelwise.data.transforms import Normalization, build_transforms
 from pixelwise.infer.segmenter import average_views
 from pixelwise.metrics import ConfusionMatrix
+from pixelwise.options import keyword_parameters
 from pixelwise.train.distributed import eval_shard, reduce_confusion, setup
 from pixelwise.train.losses import crop_target_to
 from pixelwise.train.runtime import autocast
@@ -71,6 +73,25 @@ def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, ignore_inde
     return reduce_confusion(confusion)
 
 
+def refuse_label_mistakes(dataset: Dataset, split: str, where: str, options: dict, ignore: tuple[str, ...] = (),
+                          how_to_skip: str = "", split_field: str = "split") -> MaskScan:
+    """Read every mask of ``dataset`` (split ``split`` of ``where``, NAME or NAME:ROOT, read with loader
+    ``options``) and refuse, in one line, the label mistakes that make a class score IoU 0 or NaN
+    (``pixelwise.data.check``), masks that cannot be read and images whose header does not match their mask;
+    findings of the kinds in ``ignore`` pass.
+    ``split_field`` names the split in the message as the user gave it (``data.train_split`` in a recipe)."""
+    scan = scan_labels(dataset)
+    troubles = [str(finding) for finding in diagnose(scan, split) if finding.blocking and finding.kind not in ignore]
+    troubles += [str(problem) for problem in scan.problems + image_header_problems(dataset, scan)]
+    if troubles:
+        more = f" (and {len(troubles) - 1} more)" if len(troubles) > 1 else ""
+        flags = "".join(f" --classes {value}" if key == "num_classes" else f" --option '{key}={value}'"
+                        for key, value in options.items())
+        raise ValueError(f"{split_field} {split!r} of {where}: {troubles[0]}{more}. `pixelwise check-data {where} "
+                         f"--split {split}{flags}` lists them all{how_to_skip}")
+    return scan
+
+
 def format_table(scores: dict, class_names: Sequence[str]) -> str:
     """A text table: one row per class (IoU, accuracy, Dice), then the means and the pixel accuracy."""
     width = max(len("mean"), *(len(name) for name in class_names))
@@ -103,12 +124,14 @@ def crf_refiner(normalization: Normalization, settings: CRFSettings) -> Refiner:
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | None = None, split: str | None = None,
                         batch_size: int = 1, device: str = "auto", crf: bool = False,
-                        scales: Sequence[float] = (1.0,), flip: bool = False) -> tuple[dict, list[str]]:
+                        scales: Sequence[float] = (1.0,), flip: bool = False, options: dict | None = None
+                        ) -> tuple[dict, list[str]]:
     """Scores of a saved model (a run directory, or its ``best/``) over a whole split, and the class names.
 
     ``data`` is ``"NAME:ROOT"`` (``"synthetic"`` takes no root); None uses the data set the run trained on.
     ``split`` defaults to the run's validation split. Normalisation, precision and CRF settings come from
-    the run card; the data set options are the run's when it is the same data set. ``crf`` refines with the
+    the run card; the data set options are the run's when it is the same data set, updated by ``options``, and a
+    data set that takes ``num_classes`` gets the model's unless they say otherwise. ``crf`` refines with the
     dense CRF; ``scales`` and ``flip`` average the softmax over rescaled and mirrored views (multi-scale
     needs a model whose output matches its input size).
     Under torchrun each process scores its shard of the split and the confusion matrices are summed.
@@ -126,7 +149,9 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | None = None, 
     else:
         name, root = parse_data_source(data)
     same_data = trained_on is not None and trained_on.name == name
-    options = trained_on.split_options() if same_data else {}
+    options = {**(trained_on.split_options() if same_data else {}), **(options or {})}
+    if name in DATASETS and "num_classes" in keyword_parameters(DATASETS[name])[0]:
+        options.setdefault("num_classes", card.num_classes)
     split = split or (trained_on.val_split if trained_on is not None else "val")
     norm = card.normalization
     transform = build_transforms(False, mean=norm.mean, std=norm.std, intensity=norm.intensity)
@@ -134,6 +159,10 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | None = None, 
     if dataset.num_classes != card.num_classes:
         raise ValueError(f"{checkpoint}: the model predicts {card.num_classes} classes but data set "
                          f"{name!r} has {dataset.num_classes}")
+    # Scores of masks misread (0/255 binary masks, colour masks, JPEG artefacts) would be printed as if real;
+    # a class absent from the split is normal here: its IoU is NaN, not 0.
+    refuse_label_mistakes(dataset, split, name if root is None else f"{name}:{root}", options,
+                          ignore=("absent_classes",))
     precision = card.precision if card.precision != "fp16" or torch.cuda.is_available() else "fp32"
     loader = DataLoader(dataset, batch_size=batch_size, sampler=eval_shard(len(dataset)))
     confusion = evaluate(model, loader, dataset.num_classes, dataset.ignore_index, precision,

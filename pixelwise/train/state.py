@@ -104,6 +104,12 @@ def save_state(run_dir: str | os.PathLike, step: int, state: dict[str, Any]) -> 
     return directory / stem
 
 
+def checkpoint_steps(run_dir: str | os.PathLike) -> list[int]:
+    """The steps the run has checkpoint files of (intact or not), newest first; read from the names alone."""
+    names = (path.stem.removeprefix("step-") for path in (Path(run_dir) / STATE_DIR).glob("step-*.json"))
+    return sorted((int(name) for name in names if name.isdigit()), reverse=True)
+
+
 def load_state(run_dir: str | os.PathLike) -> tuple[int, dict[str, Any]] | None:
     """(step, state) of the run's latest intact checkpoint, or None if it has none yet.
 
@@ -119,8 +125,7 @@ def load_state(run_dir: str | os.PathLike) -> tuple[int, dict[str, Any]] | None:
         steps, problems = [int(json.loads(latest.read_text())["step"])], []
     except (OSError, ValueError, KeyError, TypeError) as error:
         steps, problems = [], [f"{latest}: cannot be read ({error})"]
-    older = sorted((int(p.stem.removeprefix("step-")) for p in directory.glob("step-*.json")
-                    if p.stem.removeprefix("step-").isdigit()), reverse=True)
+    older = checkpoint_steps(run_dir)
     steps += [step for step in older if step not in steps and (not steps or step < steps[0])]
     for step in steps:
         try:

@@ -38,9 +38,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from pixelwise.card import DataSource, RunCard
-from pixelwise.checkpoint import load_model, save_model
-from pixelwise.data import build_dataset, median_frequency_weights, resolve_root, scan_labels
-from pixelwise.data.check import diagnose, image_header_problems
+from pixelwise.checkpoint import CONFIG_FILE, load_model, read_card, save_model
+from pixelwise.data import build_dataset, median_frequency_weights, resolve_root
 from pixelwise.data.in_memory import InMemoryBatches, unsupported_augmentations
 from pixelwise.data.transforms import Normalization, build_transforms
 from pixelwise.fileio import atomic_write
@@ -60,12 +59,12 @@ from pixelwise.train.distributed import (
     wrap_model,
 )
 from pixelwise.train.ema import weight_average
-from pixelwise.train.evaluate import evaluate, predict
+from pixelwise.train.evaluate import evaluate, predict, refuse_label_mistakes
 from pixelwise.train.losses import SegmentationLoss, crop_target_to
 from pixelwise.train.runtime import autocast, make_reproducible
 from pixelwise.train.sampling import SeededSamples
 from pixelwise.train.schedules import build_optimizer, build_scheduler
-from pixelwise.train.state import load_state, rng_states, save_state, set_rng_states
+from pixelwise.train.state import checkpoint_steps, load_state, rng_states, save_state, set_rng_states
 
 CONFIG_YAML = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -83,6 +82,28 @@ class TrainResult:
 def default_run_dir(name: str) -> Path:
     """``runs/<name>-<date>-<time>``: where a run goes when no directory is given."""
     return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def check_new_run_dir(run_dir: Path, init_from: str | None = None) -> None:
+    """Refuse to start a run where it would replace files: ``run_dir`` must be new or an empty folder, and must not
+    hold the saved model ``model.init_from`` names (a run rewrites its weights, best/, metrics and plots)."""
+    if run_dir.is_file():
+        raise ValueError(f"{run_dir} is a file; a run needs a folder")
+    if init_from and run_dir.resolve() in (Path(resolve_root(init_from)).resolve(),
+                                           *Path(resolve_root(init_from)).resolve().parents):
+        raise ValueError(f"model.init_from {init_from} lies inside the run directory {run_dir}, which the run "
+                         "would overwrite; pick another run directory")
+    held = sorted(path.name for path in run_dir.iterdir()) if run_dir.is_dir() else []
+    if not held:
+        return
+    shown = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
+    if not (run_dir / CONFIG_YAML).is_file():
+        raise ValueError(f"{run_dir} is not empty ({shown}); a new run needs a new or empty folder: pick another")
+    if checkpoint_steps(run_dir):
+        raise ValueError(f"{run_dir} already holds a run ({shown}); continue it with `pixelwise train --resume "
+                         f"{run_dir}` or pick another folder")
+    raise ValueError(f"{run_dir} holds a run that stopped before its first checkpoint, so there is nothing to "
+                     f"resume ({shown}); delete that folder to start it again, or pick another")
 
 
 def write_config(config: Config, run_dir: Path) -> None:
@@ -163,14 +184,21 @@ def start_from(model: nn.Module, source: nn.Module, card: RunCard, directory: Pa
     ]
     if mismatches:
         raise ValueError(f"model.init_from: {directory} does not match this run: " + "; ".join(mismatches))
+    load_weights(model, source.state_dict(), card.options, saved.options, f"model.init_from: {directory}")
+
+
+def load_weights(model: nn.Module, weights: dict, options: dict, saved_options: dict, source: str) -> None:
+    """``model.load_state_dict(weights)``, or a ValueError naming the model options (width, depth, in_channels
+    ...) that differ between ``options`` (the model's) and ``saved_options`` (those the weights were made with)."""
     try:
-        model.load_state_dict(source.state_dict())
-    except RuntimeError as error:  # the same model with other options (width, depth, in_channels ...)
-        options = [f"{key} {card.options.get(key)!r} (saved {saved.options.get(key)!r})"
-                   for key in sorted(set(card.options) | set(saved.options))
-                   if card.options.get(key) != saved.options.get(key)]
-        raise ValueError(f"model.init_from: {directory} holds other weights than this run's model: "
-                         + ("; ".join(f"model.options.{option}" for option in options) or str(error))) from error
+        model.load_state_dict(weights)
+    except RuntimeError as error:
+        differences = [f"model.options.{key} {options.get(key)!r} (saved {saved_options.get(key)!r})"
+                       for key in sorted(set(options) | set(saved_options))
+                       if options.get(key) != saved_options.get(key)]
+        # torch's message lists every mismatched tensor, dozens of lines: the first one is enough.
+        reason = "; ".join(differences) or (str(error).splitlines()[1:2] or [str(error)])[0].strip()
+        raise ValueError(f"{source} holds other weights than this run's model: {reason}") from None
 
 
 def class_weights(config: Config, num_classes: int, image_class_counts: torch.Tensor | None = None
@@ -195,17 +223,10 @@ def check_train_labels(config: Config, train_set: Dataset) -> torch.Tensor:
     """Read every training mask once, before the first step, and refuse the label mistakes that would make a
     class score IoU 0 or NaN (pixelwise.data.check); returns the (N, C) class pixels of each mask."""
     data = config.data
-    scan = scan_labels(train_set)
-    troubles = [str(finding) for finding in diagnose(scan, data.train_split) if finding.blocking]
-    troubles += [str(problem) for problem in scan.problems + image_header_problems(train_set, scan)]
-    if troubles:
-        where = data.name if data.root is None else f"{data.name}:{data.root}"
-        more = f" (and {len(troubles) - 1} more)" if len(troubles) > 1 else ""
-        options = "".join(f" --classes {value}" if key == "num_classes" else f" --option '{key}={value}'"
-                          for key, value in data.options.items())
-        raise ValueError(f"data.train_split {data.train_split!r} of {where}: {troubles[0]}{more}. `pixelwise "
-                         f"check-data {where} --split {data.train_split}{options}` lists them all; "
-                         "data.check_labels: false skips this check")
+    scan = refuse_label_mistakes(train_set, data.train_split,
+                                 data.name if data.root is None else f"{data.name}:{data.root}", data.options,
+                                 how_to_skip="; data.check_labels: false skips this check",
+                                 split_field="data.train_split")
     return scan.image_class_counts
 
 
@@ -238,9 +259,14 @@ def tensorboard_writer(run_dir: Path):
 
 
 def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> TrainResult:
-    """Train ``config`` into ``run_dir``; with ``resume``, continue from the run's latest checkpoint."""
+    """Train ``config`` into ``run_dir``; with ``resume``, continue from the run's latest checkpoint.
+
+    A new run needs a new or empty ``run_dir`` (``check_new_run_dir``): nothing of an earlier run is replaced.
+    """
     run_dir = Path(run_dir)
     settings = config.train
+    if not resume and is_main_process():
+        check_new_run_dir(run_dir, config.model.init_from)
     resizes = config.data.scale_range is not None and tuple(config.data.scale_range) != (1.0, 1.0)
     if resizes and config.data.crop_size is None and settings.batch_size > 1:
         # Caught before anything is written: the first batch would fail to stack images of different sizes.
@@ -253,6 +279,7 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> T
     if settings.threads:
         torch.set_num_threads(settings.threads)
     device = setup(settings.device, settings.dist_timeout)
+    autocast(device, settings.precision)  # fp16 without CUDA is refused here, before any file is written
     # The same seed on every rank: identical initial weights and dropout streams (rank 0's RNG is saved).
     make_reproducible(settings.seed, settings.deterministic)
 
@@ -294,7 +321,9 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> T
     if saved is not None:
         start_step, state = saved
         # Every rank loads the same state, so no broadcast is needed (DDP's own one at wrap time came first).
-        model.load_state_dict(state["model"])
+        saved_options = read_card(run_dir).options if (run_dir / CONFIG_FILE).is_file() else {}
+        load_weights(model, state["model"], model.card.options, saved_options,
+                     f"{run_dir / 'state'} (config.yaml edited since the run started?)")
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
