@@ -29,7 +29,7 @@ from typing import Any
 
 from pixelwise.crf.settings import CRFSettings
 from pixelwise.data.base import IGNORE_INDEX, voc_palette
-from pixelwise.data.transforms import Normalization
+from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Normalization
 from pixelwise.infer.options import PRECISIONS
 from pixelwise.options import OptionError, check_fields
 
@@ -38,6 +38,9 @@ FORMAT_VERSION = 2
 # Options that only say where the initial weights came from. A saved model's own weights replace them, so a
 # card never keeps them: reloading never downloads or reads anything but the run's two files.
 WEIGHT_SOURCE_OPTIONS = ("pretrained_backbone", "weights")
+# A channel past RGB (alpha, near-infrared) has no ImageNet statistics: 0.5 +- 0.5 takes its [0, 1] to [-1, 1],
+# the scale of the normalised RGB channels.
+EXTRA_CHANNEL_MEAN, EXTRA_CHANNEL_STD = 0.5, 0.5
 # Version 1 kept these in ``metadata``; version 2 has a field for each, so they may not hide in it.
 CARD_KEYS_IN_V1_METADATA = ("normalization", "mean", "std", "ignore_index", "dataset", "train_config", "step",
                             "scores")
@@ -104,6 +107,12 @@ class RunCard:
             raise CardError(f"ignore_index must be 0..255 (masks are 8-bit), got {self.ignore_index}")
         if not all(isinstance(key, str) for key in self.metadata):
             raise CardError("metadata keys must be strings (config.json is JSON)")
+        if self.in_channels > 3 and self.normalization.mean == IMAGENET_MEAN and self.normalization.std == IMAGENET_STD:
+            # ImageNet's RGB statistics (the default) extended to the channels past RGB, so the card fits the model.
+            extra = self.in_channels - 3
+            object.__setattr__(self, "normalization", Normalization(
+                IMAGENET_MEAN + (EXTRA_CHANNEL_MEAN,) * extra, IMAGENET_STD + (EXTRA_CHANNEL_STD,) * extra,
+                self.normalization.intensity))
         if self.precision not in PRECISIONS:
             raise CardError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         hidden = sorted(set(self.metadata) & set(CARD_KEYS_IN_V1_METADATA))

@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image as PILImage
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
+
+if TYPE_CHECKING:
+    import tifffile
 
 IGNORE_INDEX = 255
 # PIL modes that hold one label per pixel: gray, palette (its indices, not its colours), 1-bit and 16/32-bit.
@@ -84,10 +89,12 @@ class FilePairDataset(SegmentationDataset):
     ``label_table`` maps raw mask values to labels (see ``label_lookup``); None keeps raw values. Either way
     the result must lie in [0, num_classes) or be 255, else the item raises ``DataError``.
     ``verify_files=False`` defers missing-mask errors to item access (``check_dataset`` uses it to collect
-    every problem instead of stopping at the first).
+    every problem instead of stopping at the first). ``unmatched_masks`` lists the mask files a format found
+    beside the images that no image pairs with (``check_dataset`` reports them).
     """
 
     label_table: np.ndarray | None = None
+    unmatched_masks: Sequence[Path] = ()
 
     def __init__(
         self,
@@ -148,7 +155,9 @@ class FilePairDataset(SegmentationDataset):
     def load_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """(pixels (H, W, in_channels) at the file's bit depth, labels (H, W) int64), checked."""
         image_path, mask_path = self.files[index]
-        pixels = to_channels(read_pixels(image_path), self.in_channels)
+        # As stored, EXIF orientation not applied: annotation tools draw masks on the stored grid (check-data
+        # reports the images whose orientation says otherwise).
+        pixels = to_channels(read_pixels(image_path, upright=False), self.in_channels)
         labels = self.load_labels(index)
         if labels.shape != pixels.shape[:2]:
             raise size_mismatch(mask_path, labels.shape, image_path, pixels.shape[:2])
@@ -162,17 +171,25 @@ def size_mismatch(mask_path: Path, mask_shape: tuple[int, ...], image_path: Path
                      f"{Path(image_path).name} size {image_shape[1]}x{image_shape[0]}", "size_mismatch")
 
 
-def open_image(path: Path, role: str) -> PILImage.Image:
-    """Open and fully decode an image file, turning any failure into a ``DataError`` naming it."""
-    if not Path(path).is_file():
+@contextmanager
+def reading(path: Path, role: str) -> Iterator[None]:
+    """Turn any failure to read the ``role`` file ``path`` (missing, too large, damaged) into a DataError
+    naming it."""
+    if not path.is_file():
         raise DataError(path, f"{role} file is missing", f"missing_{role}")
     try:
-        image = PILImage.open(path)
-        image.load()  # decode now, so a truncated file fails here and not deep inside a transform
+        yield
     except PILImage.DecompressionBombError as error:  # a header claiming more pixels than PIL will decode
         raise DataError(path, f"{role} is too large to decode: {error}", "unreadable") from error
-    except (OSError, SyntaxError, ValueError) as error:
+    except Exception as error:  # Pillow, pypng, tifffile and numpy raise many types for damaged files
         raise DataError(path, f"cannot read {role}: {error}", "unreadable") from error
+
+
+def open_image(path: Path, role: str) -> PILImage.Image:
+    """Open and fully decode an image file, turning any failure into a ``DataError`` naming it."""
+    with reading(Path(path), role):
+        image = PILImage.open(path)
+        image.load()  # decode now, so a truncated file fails here and not deep inside a transform
     return image
 
 
@@ -190,20 +207,26 @@ LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 def to_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
-    """(H, W, 3) or (H, W) -> (H, W, channels) of the same dtype: gray is repeated, RGB reduced to luma
-    (rounded for integer images)."""
+    """(H, W), (H, W, 3) or (H, W, 4) -> (H, W, channels) of the same dtype: gray is repeated, RGB reduced to
+    luma (rounded for integer images), a 4th channel (alpha) dropped for 1- and 3-channel models. Raises
+    ValueError for channels the image lacks (a 4-channel model given RGB)."""
     if pixels.ndim == 2:
         pixels = pixels[..., None]
+    if pixels.shape[2] == 4 and channels in (1, 3):
+        pixels = pixels[..., :3]  # alpha means nothing to an RGB or gray model
     if pixels.shape[2] == channels:
         return pixels
-    if channels == 3:
+    if channels == 3 and pixels.shape[2] == 1:
         return np.repeat(pixels, 3, axis=2)
-    if channels == 1:
+    if channels == 1 and pixels.shape[2] == 3:
         luma = pixels.astype(np.float32) @ LUMA
         if np.issubdtype(pixels.dtype, np.integer):
             luma += 0.5
         return luma.astype(pixels.dtype)[..., None]
-    raise ValueError(f"cannot turn a {pixels.shape[2]}-channel image into {channels} channels")
+    hint = ("; give it an RGBA PNG, a 4-band TIFF, an (H, W, 4) array or a (4, H, W) tensor" if channels == 4
+            else "")
+    raise ValueError(f"the model takes {channels}-channel images but this one has {pixels.shape[2]} "
+                     f"channel(s){hint}")
 
 
 def to_unit_float(pixels: np.ndarray) -> np.ndarray:
@@ -220,27 +243,96 @@ def bit_depth(pixels: np.ndarray) -> int:
     return {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16}.get(pixels.dtype, 32)
 
 
-def read_pixels(source: str | os.PathLike | bytes, role: str = "image") -> np.ndarray:
-    """An image file's (or encoded bytes') pixels at their true bit depth: (H, W) or (H, W, 3), uint8 or
-    uint16 (float32 for floating-point TIFFs). Alpha is dropped, palette images become RGB.
+ORIENTATION_TAG = 0x0112  # EXIF Orientation, TIFF tag 274: how viewers turn the stored pixels for display
+# EXIF orientation -> (flip the rows, flip the columns, then transpose): PIL.ImageOps.exif_transpose's table.
+ORIENTATIONS = {1: (False, False, False), 2: (False, True, False), 3: (True, True, False),
+                4: (True, False, False), 5: (False, False, True), 6: (True, False, True),
+                7: (True, True, True), 8: (False, True, True)}
+TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # either byte order, classic and BigTIFF
+
+
+def exif_orientation(image: PILImage.Image) -> int:
+    """An opened image's EXIF orientation (1..8), 1 (as stored) when absent or invalid. TIFFs give 1: their
+    orientation tag is part of decoding, which Pillow applies, as TIFF readers do (and ``first_page``)."""
+    if image.format == "TIFF":
+        return 1
+    orientation = image.getexif().get(ORIENTATION_TAG, 1)
+    return orientation if orientation in ORIENTATIONS else 1
+
+
+def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """(H, W) or (H, W, C) stored pixels of any dtype turned as viewers show them by an EXIF ``orientation``
+    (1..8): the same shape for 1..4, (W, H) or (W, H, C) for 5..8."""
+    flip_rows, flip_columns, transpose = ORIENTATIONS[orientation]
+    if flip_rows:
+        pixels = pixels[::-1]
+    if flip_columns:
+        pixels = pixels[:, ::-1]
+    if transpose:
+        pixels = pixels.swapaxes(0, 1)
+    return np.ascontiguousarray(pixels)  # torch.from_numpy refuses the negative strides of the views above
+
+
+def read_pixels(source: str | os.PathLike | bytes, role: str = "image", upright: bool = True) -> np.ndarray:
+    """An image file's (or encoded bytes') pixels at their true bit depth: (H, W), (H, W, 3), or (H, W, 4) for
+    RGBA and 4-band TIFFs; uint8 or uint16 (float32 in [0, 1] for floating-point TIFFs). Palette images
+    become RGB. ``upright`` applies the EXIF orientation, as viewers do; False keeps the stored grid (TIFFs
+    are turned by their orientation tag either way: TIFF readers, Pillow among them, apply it when decoding).
 
     Pillow reads 8-bit images and 16-bit grayscale (mode I;16) at full depth, but reduces 16-bit RGB to 8 bits;
-    those are read by pypng (PNG) or tifffile (TIFF) instead. Raises DataError naming a file that cannot be read.
+    those are read by pypng (PNG) or tifffile (TIFF) instead, as are the TIFFs Pillow cannot open (float RGB,
+    4-band gray). Raises DataError naming a file that cannot be read; bytes raise the readers' own errors.
     """
     if isinstance(source, bytes):
-        with PILImage.open(io.BytesIO(source)) as image:
-            image.load()
-            return pixels_of(image, source)
-    with open_image(Path(source), role) as image:
-        try:
-            return pixels_of(image, Path(source))
-        except Exception as error:  # pypng, tifffile and numpy raise many types for damaged 16-bit files
-            raise DataError(source, f"cannot read {role}: {error}", "unreadable") from error
+        return _decode(source, upright)
+    with reading(Path(source), role):
+        return _decode(Path(source), upright)
 
 
-def pixels_of(image: PILImage.Image, source: Path | bytes | None = None) -> np.ndarray:
-    """The pixels of an opened image at their true depth (see ``read_pixels``); ``source`` is the file or
-    bytes it came from, needed only for 16-bit RGB, which Pillow cannot give at full depth."""
+def _decode(source: Path | bytes, upright: bool) -> np.ndarray:
+    """``read_pixels`` of a file or bytes, with the readers' own errors."""
+    image = pillow_or_none(source)
+    if image is None:
+        return read_tiff(source)
+    with image:
+        image.load()
+        return pixels_of(image, source, upright)
+
+
+def pillow_or_none(source: Path | bytes) -> PILImage.Image | None:
+    """The image opened lazily by Pillow (its header read, no pixels), or None for a TIFF that Pillow cannot
+    open, which tifffile reads. Raises Pillow's error for anything else."""
+    try:
+        return PILImage.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except PILImage.UnidentifiedImageError:
+        if leading_bytes(source, 4) in TIFF_SIGNATURES:
+            return None
+        raise
+
+
+def image_header(source: Path | bytes) -> tuple[tuple[int, int], int]:
+    """The (height, width) an image decodes to (``read_pixels(upright=False)``) and the EXIF orientation that
+    turns it for display (``exif_orientation``), from the header alone: nothing is decoded."""
+    image = pillow_or_none(source)
+    if image is None:
+        with tiff_file(source) as tiff:
+            page = tiff.pages[0]
+            size = (page.imagelength, page.imagewidth)
+            return (size[::-1] if tiff_orientation(page) >= 5 else size), 1
+    with image:
+        return (image.height, image.width), exif_orientation(image)
+
+
+def pixels_of(image: PILImage.Image, source: Path | bytes | None = None, upright: bool = True) -> np.ndarray:
+    """The pixels of an opened image at their true depth (see ``read_pixels``), turned by its EXIF orientation
+    unless ``upright`` is False; ``source`` is the file or bytes it came from, needed only for 16-bit RGB,
+    which Pillow cannot give at full depth."""
+    pixels = stored_pixels(image, source)
+    return apply_orientation(pixels, exif_orientation(image)) if upright else pixels
+
+
+def stored_pixels(image: PILImage.Image, source: Path | bytes | None) -> np.ndarray:
+    """``pixels_of`` as decoded, without the EXIF orientation."""
     if image.mode.startswith("I;16"):
         return np.asarray(image).astype(np.uint16)
     if image.mode == "I":  # integers: what some 16-bit (and signed) files decode to
@@ -253,6 +345,8 @@ def pixels_of(image: PILImage.Image, source: Path | bytes | None = None) -> np.n
         return unit_range(np.asarray(image, dtype=np.float32), "a floating-point image")
     if source is not None and image.mode in ("RGB", "RGBA") and sixteen_bits_per_channel(image, source):
         return read_deep_color(image.format, source)
+    if image.mode == "RGBA":  # kept for 4-channel models; to_channels drops the alpha for the others
+        return np.asarray(image)
     return np.asarray(image.convert("L" if image.mode in ("L", "1") else "RGB"))
 
 
@@ -264,13 +358,33 @@ def unit_range(pixels: np.ndarray, what: str) -> np.ndarray:
     return np.clip(pixels, 0.0, 1.0)
 
 
+def array_pixels(image: np.ndarray, what: str = "an image array") -> np.ndarray:
+    """An (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) array checked as pixels: one channel becomes (H, W); uint8
+    and uint16 stay as they are, bool becomes float32 0/1, floats float32, which must lie in [0, 1]."""
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)) or 0 in image.shape:
+        raise ValueError(f"{what} must be (H, W), (H, W, 3) or (H, W, 4) with H, W >= 1, got shape {image.shape}")
+    if image.dtype in (np.uint8, np.uint16):
+        return image
+    if image.dtype == np.bool_:
+        return image.astype(np.float32)
+    if np.issubdtype(image.dtype, np.floating):
+        return unit_range(image.astype(np.float32), what)
+    raise ValueError(f"{what} must be uint8, uint16 or float in [0, 1], got dtype {image.dtype}")
+
+
+def leading_bytes(source: Path | bytes, count: int) -> bytes:
+    """The first ``count`` bytes of a file or of encoded bytes: format signatures and headers."""
+    if isinstance(source, bytes):
+        return source[:count]
+    with open(source, "rb") as handle:
+        return handle.read(count)
+
+
 def sixteen_bits_per_channel(image: PILImage.Image, source: Path | bytes) -> bool:
     if image.format == "PNG":
-        if isinstance(source, bytes):
-            header = source[:26]
-        else:
-            with open(source, "rb") as handle:
-                header = handle.read(26)
+        header = leading_bytes(source, 26)
         return len(header) == 26 and header[24] == 16  # IHDR bit depth
     if image.format == "TIFF":
         bits = image.tag_v2.get(258)  # BitsPerSample
@@ -279,9 +393,8 @@ def sixteen_bits_per_channel(image: PILImage.Image, source: Path | bytes) -> boo
 
 
 def read_deep_color(format: str, source: Path | bytes) -> np.ndarray:
-    """(H, W, 3) or (H, W) uint16 pixels of a 16-bit PNG (pypng) or TIFF (tifffile) that Pillow would cut to
-    8 bits: RGB, RGBA and gray with alpha; the first page of a multi-page TIFF, channels last whatever the
-    file's layout."""
+    """(H, W), (H, W, 3) or (H, W, 4) uint16 pixels of a 16-bit PNG (pypng) or TIFF (tifffile) that Pillow
+    would cut to 8 bits: RGB, RGBA and gray with alpha (read as gray); the first page of a multi-page TIFF."""
     if format == "PNG":
         import png
 
@@ -289,18 +402,56 @@ def read_deep_color(format: str, source: Path | bytes) -> np.ndarray:
         width, height, rows, info = reader.asDirect()
         array = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows]).reshape(height, width, info["planes"])
     else:
-        import tifffile
+        with tiff_file(source) as tiff:
+            array = first_page(tiff)
+    return color_planes(np.asarray(array, dtype=np.uint16))
 
-        with tifffile.TiffFile(io.BytesIO(source) if isinstance(source, bytes) else source) as tiff:
-            page = tiff.pages[0]
-            array, axes = page.asarray(), page.axes
-        if "S" in axes:  # the samples (channels) axis, first in planar files
-            array = np.moveaxis(array, axes.index("S"), -1)
-        array = array.reshape(array.shape[-3:] if array.ndim >= 3 else array.shape)
-    array = np.asarray(array, dtype=np.uint16)
+
+def read_tiff(source: Path | bytes) -> np.ndarray:
+    """A TIFF that Pillow cannot open (float RGB, 4-band gray ...), read by tifffile (``first_page``) and
+    checked as arrays are (``array_pixels``): (H, W), (H, W, 3) or (H, W, 4)."""
+    with tiff_file(source) as tiff:
+        page = tiff.pages[0]
+        count, limit = page.imagelength * page.imagewidth, PILImage.MAX_IMAGE_PIXELS
+        if limit and count > 2 * limit:  # Pillow's own limit, so tifffile is no way around it
+            raise PILImage.DecompressionBombError(f"TIFF of {count} pixels exceeds the limit of {2 * limit}")
+        return array_pixels(color_planes(first_page(tiff)), "a TIFF image")
+
+
+def tiff_file(source: Path | bytes) -> tifffile.TiffFile:
+    """An open ``tifffile.TiffFile`` (a context manager) on a file or encoded bytes."""
+    import tifffile
+
+    return tifffile.TiffFile(io.BytesIO(source) if isinstance(source, bytes) else source)
+
+
+def first_page(tiff: tifffile.TiffFile) -> np.ndarray:
+    """The first page of an open TIFF as Pillow decodes TIFFs: channels last whatever the file's layout, turned
+    by its orientation tag; (H, W) or (H, W, C)."""
+    page = tiff.pages[0]
+    array, axes = page.asarray(), page.axes
+    if "S" in axes:  # the samples (channels) axis, first in planar files
+        array = np.moveaxis(array, axes.index("S"), -1)
+    array = array.reshape(array.shape[-3:] if array.ndim >= 3 else array.shape)
+    return apply_orientation(array, tiff_orientation(page))
+
+
+def tiff_orientation(page: tifffile.TiffPage) -> int:
+    """A tifffile page's orientation tag: 1..8, 1 when absent or invalid."""
+    tag = page.tags.get(ORIENTATION_TAG)
+    orientation = 1 if tag is None else int(tag.value)
+    return orientation if orientation in ORIENTATIONS else 1
+
+
+def color_planes(array: np.ndarray) -> np.ndarray:
+    """Decoded (H, W) or (H, W, C) planes as pixels: gray and gray + alpha (H, W), RGB and 4 channels as they
+    are; more channels are refused."""
     if array.ndim == 3 and array.shape[2] in (1, 2):  # gray, or gray + alpha
         return array[..., 0]
-    return array[..., :3]
+    if array.ndim == 3 and array.shape[2] > 4:
+        raise ValueError(f"image has {array.shape[2]} channels: pixelwise reads gray, RGB and 4-channel "
+                         "(RGBA, 4-band) images")
+    return array
 
 
 def voc_palette(num_colors: int) -> list[list[int]]:

@@ -18,7 +18,15 @@ import numpy as np
 import torch
 from PIL import Image as PILImage
 
-from pixelwise.data.base import DataError, FilePairDataset, SegmentationDataset, bit_depth, open_image, size_mismatch
+from pixelwise.data.base import (
+    DataError,
+    FilePairDataset,
+    SegmentationDataset,
+    bit_depth,
+    image_header,
+    open_image,
+    size_mismatch,
+)
 from pixelwise.data.registry import DATASETS, build_dataset
 from pixelwise.data.statistics import class_pixel_counts
 
@@ -28,6 +36,8 @@ MAX_LISTED_COLORS = 12
 MAX_SUGGESTED_PALETTE = 64  # more colours than this are not a class palette (anti-aliasing, photos)
 ZERO_MAJORITY = 0.5  # label 0 above this share of the labelled pixels may be "other" (reduce_zero_label)
 JPEG_SUFFIXES = (".jpg", ".jpeg")
+# What reading an image header raises for a file that is damaged or claims too many pixels.
+UNREADABLE = (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError)
 
 
 @dataclass
@@ -35,7 +45,8 @@ class Finding:
     """One diagnosis of a split's masks: what was found (with counts), what to do, the files it touches.
 
     ``kind`` is one of ``binary_255``, ``color_masks``, ``jpeg_artefacts``, ``jpeg_masks``, ``values_above_classes``,
-    ``absent_classes``, ``unseen_classes``, ``zero_majority``. ``blocking`` findings make IoU 0 or NaN:
+    ``absent_classes``, ``unseen_classes``, ``zero_majority``, and for the files ``exif_orientation`` and
+    ``unmatched_masks``. ``blocking`` findings make IoU 0 or NaN (or pair masks with the wrong pixels):
     check-data fails on them and the trainer refuses to start; the others are notes.
     """
 
@@ -142,17 +153,68 @@ def image_header_problems(dataset: SegmentationDataset, scan: MaskScan) -> list[
     problems = []
     for (image_path, mask_path), shape in zip(dataset.files, scan.shapes, strict=True):
         try:
-            with PILImage.open(image_path) as image:
-                width, height = image.size
+            (height, width), _ = image_header(image_path)
         except FileNotFoundError:
             problems.append(DataError(image_path, "image file is missing", "missing_image"))
             continue
-        except (OSError, SyntaxError, ValueError) as error:
+        except UNREADABLE as error:
             problems.append(DataError(image_path, f"cannot read image: {error}", "unreadable"))
             continue
         if shape is not None and shape != (height, width):
             problems.append(size_mismatch(mask_path, shape, image_path, (height, width)))
     return problems
+
+
+# Where an oriented image's mask fits -> (blocking, what it means, what to do).
+ORIENTATION_VERDICTS = {
+    "stored": (False, "their masks have the stored size, so they were drawn on the stored pixels, which "
+               "pixelwise trains on", "Nothing to do for training; note that predict, serve and the Segmenter turn "
+               "the images they are given as viewers do"),
+    "turned": (True, "their masks have the turned size: they were drawn on the image as viewers show it, while "
+               "pixelwise trains on the stored pixels", "Save these images with the orientation applied "
+               "(PIL.ImageOps.exif_transpose(image).save(path)) so that their pixels match the masks"),
+    "either": (False, "a flip or a half turn keeps the size, so the masks may fit the stored pixels (which "
+               "pixelwise trains on) or the image as viewers show it", "Overlay a mask on its stored pixels to "
+               "see which; if they fit the shown image, save the images with PIL.ImageOps.exif_transpose"),
+    "neither": (True, "their masks have neither the stored nor the turned size",
+                "Check that each mask belongs to its image (the sizes are listed under problems)"),
+}
+
+
+def orientation_findings(dataset: SegmentationDataset) -> list[Finding]:
+    """The images of a file data set whose EXIF orientation is not 1 (viewers turn or flip them; training reads
+    the stored pixels), one finding for each size their masks have: stored, turned, either or neither."""
+    if not isinstance(dataset, FilePairDataset):
+        return []
+    verdicts: dict[str, list[str]] = {}
+    for image_path, mask_path in dataset.files:
+        try:
+            stored, orientation = image_header(image_path)
+            if orientation == 1:
+                continue
+            mask = image_header(mask_path)[0]
+        except UNREADABLE:  # a missing or unreadable file is a problem of its own
+            continue
+        turned = stored[::-1] if orientation >= 5 else stored  # 5..8 transpose, 2..4 flip or turn by 180
+        verdict = ("either" if mask == stored == turned else "stored" if mask == stored else
+                   "turned" if mask == turned else "neither")
+        verdicts.setdefault(verdict, []).append(str(image_path))
+    findings = []
+    for verdict, files in verdicts.items():
+        blocking, meaning, fix = ORIENTATION_VERDICTS[verdict]
+        findings.append(Finding("exif_orientation", f"{len(files)} images carry an EXIF orientation other than 1 "
+                                f"(viewers show them turned or flipped); {meaning}", fix, files, blocking))
+    return findings
+
+
+def unmatched_mask_finding(dataset: SegmentationDataset) -> Finding | None:
+    """Mask files that no image of the split pairs with: they are left out of training without a word."""
+    unmatched = [str(path) for path in getattr(dataset, "unmatched_masks", ())]
+    if not unmatched:
+        return None
+    return Finding("unmatched_masks", f"{len(unmatched)} mask files have no image of the same stem, so they are "
+                   "not used", "Add their images (same stem, any image suffix) or rename the images they belong "
+                   "to; remove masks that are left over", unmatched, blocking=False)
 
 
 def names(paths: list[str]) -> str:
@@ -367,7 +429,9 @@ def check_dataset(name: str, root: str | os.PathLike | None, split: str, **optio
         report.value_range = (low, high) if report.value_range is None else (
             min(low, report.value_range[0]), max(high, report.value_range[1]))
     report.problems = scan.problems
-    report.findings = diagnose(scan, split)
+    unmatched = unmatched_mask_finding(dataset)
+    findings = diagnose(scan, split) + orientation_findings(dataset) + ([unmatched] if unmatched else [])
+    report.findings = sorted(findings, key=lambda finding: not finding.blocking)
     report.image_class_counts = scan.image_class_counts
     report.ignore_pixels = scan.ignore_pixels
     return report

@@ -83,6 +83,7 @@ class FolderDataset(FilePairDataset):
         masks = files_by_stem(base / "masks", IMAGE_SUFFIXES) if (base / "masks").is_dir() else {}
         files = [(path, masks.get(stem, base / "masks" / f"{stem}.png")) for stem, path in images.items()]
         super().__init__(files, base / "images", transform, verify_files)
+        self.unmatched_masks = [path for stem, path in masks.items() if stem not in images]
 
     def read_raw_mask(self, path: Path) -> np.ndarray:
         if self.color_to_label is None:

@@ -1,9 +1,10 @@
 """Turning what a user hands the Segmenter (a path, a PIL image, an array, a tensor) into pixels.
 
-Every input becomes an array (H, W, 3) or (H, W) at its true bit depth (``to_pixels``): uint8 for 8-bit
-images, uint16 for 16-bit ones (PNG and TIFF, grayscale or RGB), float32 in [0, 1] for float arrays and
-tensors. The model's normalisation (``pixelwise.data.transforms.Normalization``) takes them from there;
-``to_uint8`` gives the 8-bit view that overlays show.
+Every input becomes an array (H, W, 3), (H, W, 4) or (H, W) at its true bit depth (``to_pixels``): uint8 for
+8-bit images, uint16 for 16-bit ones (PNG and TIFF, grayscale or RGB), float32 in [0, 1] for float arrays,
+tensors and float TIFFs; files and PIL images are turned as viewers show them by their EXIF orientation. The
+model's normalisation (``pixelwise.data.transforms.Normalization``) takes them from there; ``to_uint8``
+gives the 8-bit view that overlays show.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image as PILImage
 
-from pixelwise.data.base import pixels_of, read_pixels, to_channels, to_unit_float, unit_range
+from pixelwise.data.base import array_pixels, pixels_of, read_pixels, to_channels, to_unit_float
 from pixelwise.data.transforms import Normalization
 
 ImageLike = str | os.PathLike | bytes | PILImage.Image | np.ndarray | torch.Tensor
@@ -25,11 +26,14 @@ __all__ = ["ImageLike", "normalize_batch", "to_channels", "to_pixels", "to_uint8
 
 
 def to_pixels(image: ImageLike) -> np.ndarray:
-    """An image as an array (H, W, 3) or (H, W) at its true bit depth: uint8, uint16 or float32 in [0, 1].
+    """An image as an array (H, W), (H, W, 3) or (H, W, 4) at its true bit depth: uint8, uint16 or float32 in
+    [0, 1]; a 4th channel (alpha, or a 4th band) is kept for 4-channel models (``to_channels`` drops it for
+    the others).
 
-    Paths and encoded bytes are decoded (RGB, or L when grayscale; 16-bit files at 16 bits). Arrays are
-    (H, W, 3), (H, W, 4) (alpha dropped) or (H, W): uint8, uint16, or float in [0, 1]; tensors are (3, H, W),
-    (1, H, W) or (H, W) of the same types (torchvision's convention).
+    Paths, encoded bytes and PIL images are turned as viewers show them by their EXIF orientation; files and
+    bytes are decoded (RGB or RGBA, or L when grayscale; 16-bit files at 16 bits). Arrays are (H, W, 3),
+    (H, W, 4) or (H, W): uint8, uint16, or float in [0, 1]; tensors are (3, H, W), (4, H, W), (1, H, W) or
+    (H, W) of the same types (torchvision's convention).
     """
     if isinstance(image, str | os.PathLike | bytes):
         return read_pixels(image if isinstance(image, bytes) else Path(image))
@@ -37,23 +41,11 @@ def to_pixels(image: ImageLike) -> np.ndarray:
         return pixels_of(image)
     if isinstance(image, torch.Tensor):
         tensor = image.detach().cpu()
-        if tensor.ndim == 3 and tensor.shape[0] in (1, 3):
-            tensor = tensor.permute(1, 2, 0) if tensor.shape[0] == 3 else tensor[0]
+        if tensor.ndim == 3 and tensor.shape[0] in (1, 3, 4):
+            tensor = tensor[0] if tensor.shape[0] == 1 else tensor.permute(1, 2, 0)
         return to_pixels(tensor.numpy())
     if isinstance(image, np.ndarray):
-        if image.ndim == 3 and image.shape[2] == 4:
-            image = image[..., :3]  # drop alpha
-        if image.ndim == 3 and image.shape[2] == 1:
-            image = image[..., 0]
-        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3) or 0 in image.shape:
-            raise ValueError(f"an image array must be (H, W, 3) or (H, W) with H, W >= 1, got shape {image.shape}")
-        if image.dtype in (np.uint8, np.uint16):
-            return image
-        if image.dtype == np.bool_:
-            return image.astype(np.float32)
-        if np.issubdtype(image.dtype, np.floating):
-            return unit_range(image.astype(np.float32), "a float image")
-        raise ValueError(f"an image array must be uint8, uint16 or float in [0, 1], got dtype {image.dtype}")
+        return array_pixels(image)
     raise TypeError(f"cannot read an image from a {type(image).__name__}")
 
 
