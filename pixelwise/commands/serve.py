@@ -41,8 +41,9 @@ def run(args: argparse.Namespace) -> int:
     print(segmenter)
     memory = plan_memory(segmenter, int(args.max_request_mb * (1 << 20)), args.max_concurrent, args.max_pixels)
     print(f"memory per request: up to {memory.request_bytes / 2**20:.0f} MiB; images up to "
-          f"{memory.whole_up_to / 1e6:.1f} MP run whole, larger ones window by window, up to "
-          f"{memory.max_pixels / 1e6:.1f} MP; {memory.max_concurrent} at once")
+          f"{memory.whole_up_to / 1e6:.1f} MP of network input (padding included) run whole, larger ones window "
+          f"by window, up to {memory.max_pixels / 1e6:.1f} MP and {memory.max_computed_pixels / 1e6:.0f} MP of "
+          f"network input; {memory.max_concurrent} at once")
     app = create_app(segmenter, max_body_bytes=int(args.max_body_mb * (1 << 20)), max_queue=args.max_queue,
                      memory=memory)
     uvicorn.run(app, host=args.host, port=args.port)

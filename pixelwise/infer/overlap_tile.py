@@ -8,7 +8,7 @@ Tiles start every ``step`` pixels, a multiple of the model's ``size_multiple`` (
 tile's pooling grid lines up with that of the whole padded image: a stitched prediction then equals one
 pass over the whole padded image (the tiles only save memory). A tile's output can be a few pixels longer
 than ``step``; those pixels are the next tile's first ones, recomputed identically, so they are simply
-overwritten. The geometry comes from the model contract (``pixelwise.models.base``), not its class.
+dropped. The geometry comes from the model contract (``pixelwise.models.base``), not its class.
 """
 
 from __future__ import annotations
@@ -47,19 +47,20 @@ def overlap_tile_logits(
 
     ``forward`` maps (N, C, h, w) -> (N, num_classes, h - 2 * margin, w - 2 * margin) for the aligned input
     sides ``tile_input`` (rows, columns), whose outputs cover ``step`` (rows, columns): the output tile.
+    Each tile gathers its own mirrored pixels: memory holds the output and one tile, never the padded image
+    (for a 1-pixel-high image that copy is the whole input tile high: 200 rows at depth 4).
     """
     batch, _, height, width = images.shape
     (input_h, input_w) = tile_input
     tiles_y, tiles_x = -(-height // step[0]), -(-width // step[1])
-    padded = mirror_pad(
-        images,
-        margin, (tiles_y - 1) * step[0] + input_h - margin - height,
-        margin, (tiles_x - 1) * step[1] + input_w - margin - width,
-    )
-    scores = torch.empty(batch, num_classes, tiles_y * step[0], tiles_x * step[1])
-    for row in range(tiles_y):
-        for column in range(tiles_x):
-            top, left = row * step[0], column * step[1]
-            tile = padded[..., top : top + input_h, left : left + input_w]
-            scores[..., top : top + step[0], left : left + step[1]] = forward(tile)[..., : step[0], : step[1]]
-    return scores[..., :height, :width]
+    # Where each pixel of the whole mirrored image comes from, one index per row and per column.
+    rows = mirror_indices(height, margin, (tiles_y - 1) * step[0] + input_h - margin - height)
+    columns = mirror_indices(width, margin, (tiles_x - 1) * step[1] + input_w - margin - width)
+    scores = torch.empty(batch, num_classes, height, width)
+    for top in range(0, height, step[0]):
+        for left in range(0, width, step[1]):
+            tile = images[..., rows[top : top + input_h, None], columns[left : left + input_w]]
+            # The last tiles' outputs reach past the image: keep the pixels inside it.
+            out_h, out_w = min(step[0], height - top), min(step[1], width - left)
+            scores[..., top : top + out_h, left : left + out_w] = forward(tile)[..., :out_h, :out_w]
+    return scores

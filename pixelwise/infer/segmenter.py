@@ -34,6 +34,7 @@ from pixelwise.device import resolve_device
 from pixelwise.infer.export import as_numpy, export_onnx, onnx_session
 from pixelwise.infer.fast import DTYPES, optimize_for_cpu
 from pixelwise.infer.inputs import ImageLike, to_channels, to_pixels, unit_or_uint8
+from pixelwise.infer.memory import layout_for
 from pixelwise.infer.openvino import OpenVINOForward
 from pixelwise.infer.options import BACKENDS, DEFAULT_TILE, MODES, PRECISIONS, default_stride
 from pixelwise.infer.overlap_tile import overlap_tile_logits
@@ -52,8 +53,10 @@ class Segmenter:
     ``stride`` shape slide mode: windows of ``tile`` pixels every ``stride`` (default two thirds of the
     tile); for a model with an output margin ``tile`` is the output tile and ``stride`` is an error.
     ``crf`` refines the probabilities with the dense CRF: True for the run's own settings (its card),
-    a ``pixelwise.crf.CRFSettings``, or a dict of its fields. ``whole_up_to`` (pixels) bounds memory: a
-    larger image runs window by window even in whole mode (``pixelwise.infer.memory`` plans it for a server).
+    a ``pixelwise.crf.CRFSettings``, or a dict of its fields. ``whole_up_to`` (pixels of network input,
+    padding included) bounds memory: a costlier image runs window by window even in whole mode. Windows
+    shrink to an image shorter than the tile and grow along it within a full window's cost
+    (``pixelwise.infer.memory.layout_for``; ``plan_memory`` plans both for a server).
     """
 
     def __init__(
@@ -92,9 +95,12 @@ class Segmenter:
             raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
         if whole_up_to is not None and (type(whole_up_to) is not int or whole_up_to < 1):
             raise ValueError(f"whole_up_to must be a whole number of pixels >= 1, got {whole_up_to!r}")
-        # Images with more pixels run window by window even in whole mode: memory then grows with the
+        # Images that cost more run window by window even in whole mode: memory then grows with the
         # image only by its buffers, not by the network's activations (pixelwise.infer.memory).
         self.whole_up_to = whole_up_to
+        # Pixels the network's strided layers add to each side of its input, in effect: what a thin image
+        # costs beyond its area (pixelwise.infer.memory.grid_padding; a server's memory plan sets it).
+        self.grid_padding = 0.0
         if isinstance(model_or_run_dir, nn.Module):
             model = model_or_run_dir.eval()
         else:
@@ -196,19 +202,17 @@ class Segmenter:
         return average_views(self.logits, batch, self.scales, self.flip)
 
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
-        """Normalised (N, C, H, W) -> (N, K, H, W) float32 logits, by the configured mode."""
-        height, width = batch.shape[-2:]
-        windowed = self.mode == "slide" or (self.whole_up_to is not None and height * width > self.whole_up_to)
+        """Normalised (N, C, H, W) -> (N, K, H, W) float32 logits, by the configured mode.
+
+        ``pixelwise.infer.memory.layout_for`` decides, from H, W and the settings, whether the image runs
+        whole or window by window and how large the windows are.
+        """
+        layout = layout_for(*batch.shape[-2:], self)
         if self.output_margin:
-            unit = self.size_multiple
-            if windowed:  # output tiles on the pooling grid (a whole-mode tile may not be a multiple of it)
-                step = tuple(max(unit, side // unit * unit) for side in self.tile)
-            else:
-                step = (-(-height // unit) * unit, -(-width // unit) * unit)
-            tile_input = tuple(self.model.input_size_for(side) for side in step)
-            return overlap_tile_logits(self.forward, batch, self.num_classes, step, tile_input, self.output_margin)
-        if windowed:
-            return slide_logits(self.forward, batch, self.num_classes, self.tile, self.stride)
+            return overlap_tile_logits(self.forward, batch, self.num_classes, layout.step, layout.window,
+                                       self.output_margin)
+        if layout.windowed:
+            return slide_logits(self.forward, batch, self.num_classes, layout.window, layout.step)
         return self.forward(batch)
 
 

@@ -3,7 +3,8 @@
 A large image is cut into overlapping ``tile``-sized windows ``stride`` apart. Each window's logits
 are added into one (N, K, H, W) buffer and divided by how many windows saw each pixel: the average of
 the overlapping predictions. Border windows are shifted back inside the image instead of being padded,
-so every window sees only real pixels; padding happens only when the image is smaller than the tile.
+so every window sees only real pixels; a window is padded only where the image is shorter than the tile
+(``Segmenter`` shrinks its tiles to the image instead: see ``pixelwise.infer.memory.layout_for``).
 Memory: one buffer the size of the output, plus one window at a time.
 """
 
@@ -46,21 +47,23 @@ def slide_logits(
 ) -> torch.Tensor:
     """(N, C, H, W) images -> (N, num_classes, H, W) float32 logits averaged over overlapping windows.
 
-    ``forward`` maps (N, C, h, w) -> (N, num_classes, h, w) logits.
+    ``forward`` maps (N, C, h, w) -> (N, num_classes, h, w) logits. Where the image is shorter than the tile,
+    each window is padded bottom/right with zeros (the mean colour after normalisation) to the tile, one
+    window at a time: the image itself is never copied.
     """
     batch, _, height, width = images.shape
     tile_h, tile_w = tile
-    if height < tile_h or width < tile_w:
-        # Smaller than one window: pad bottom/right with zeros (the mean colour after normalisation).
-        padded = F.pad(images, (0, max(tile_w - width, 0), 0, max(tile_h - height, 0)))
-        return slide_logits(forward, padded, num_classes, tile, stride)[..., :height, :width]
     rows = window_starts(height, tile_h, stride[0])
     columns = window_starts(width, tile_w, stride[1])
     scores = torch.zeros(batch, num_classes, height, width)
     for top in rows:
         for left in columns:
             window = images[..., top : top + tile_h, left : left + tile_w]
-            scores[..., top : top + tile_h, left : left + tile_w] += forward(window)
-    # Each axis is covered independently, so the count of a pixel is (count of its row) x (of its column).
-    counts = coverage(height, tile_h, rows)[:, None] * coverage(width, tile_w, columns)[None, :]
-    return scores.div_(counts)
+            rows_in, columns_in = window.shape[-2:]
+            if (rows_in, columns_in) != (tile_h, tile_w):
+                window = F.pad(window, (0, tile_w - columns_in, 0, tile_h - rows_in))
+            scores[..., top : top + tile_h, left : left + tile_w] += forward(window)[..., :rows_in, :columns_in]
+    # Each axis is covered independently, so the count of a pixel is (count of its row) x (of its column):
+    # dividing by one, then the other, needs no (H, W) buffer of counts.
+    scores.div_(coverage(height, tile_h, rows)[:, None])
+    return scores.div_(coverage(width, tile_w, columns))

@@ -1,21 +1,28 @@
 """The HTTP API: a FastAPI app around one Segmenter.
 
 Routes: ``POST /v1/segment`` (an image, as a multipart field or the raw body -> an indexed PNG mask,
-or with ``?format=json`` the class areas and a run-length-encoded mask), ``GET /v1/model`` (classes,
-palette, model card), ``GET /healthz`` and ``GET /`` (the web page).
+or with ``?format=json`` the class areas and a run-length-encoded mask), ``POST /v1/preview`` (an image
+sent the same way -> the image as the server decodes it, 8 bits per channel, as PNG: what the web page
+draws for a format the browser cannot, such as TIFF), ``GET /v1/model`` (classes, palette, model card),
+``GET /healthz`` and ``GET /`` (the web page).
 
 Bad input is the client's fault and gets a 4xx with ``{"error": ...}``: 415 for what is not an image,
-400 for a truncated or corrupt one, 413 for a body over ``max_body_bytes`` or an image over ``max_pixels``
-(checked from the header, before decoding: decompression bombs never reach memory). At most
-``max_concurrent`` inferences run at once and ``max_queue`` wait; beyond that, 503 with Retry-After.
+400 for a truncated or corrupt one, 413 for a body over ``max_body_bytes``, an image over ``max_pixels``
+or, with a memory plan, one on which the network would compute more than the plan's
+``max_computed_pixels`` (a thin image padded to the model's smallest window); all checked from the header,
+before decoding: decompression bombs never reach memory. At most ``max_concurrent`` decodes and inferences
+run at once and ``max_queue`` wait; beyond that, 503 with Retry-After. A client that leaves during its
+upload costs one line in the log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import logging
+from collections.abc import Callable
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
@@ -25,13 +32,18 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
 
 from pixelwise.data.base import pixels_of
-from pixelwise.infer.memory import MemoryPlan
+from pixelwise.infer.inputs import to_uint8
+from pixelwise.infer.memory import MemoryPlan, layout_for
 from pixelwise.infer.segmenter import Segmenter
 from pixelwise.infer.writers import class_areas, mask_image
 
 MEGABYTE = 1 << 20
+T = TypeVar("T")
+# uvicorn's own log: a line there reads like the server's other lines and follows its --log-level.
+log = logging.getLogger("uvicorn.error")
 
 
 class ClientError(HTTPException):
@@ -60,6 +72,13 @@ class InferenceSlots:
         self.admitted -= 1
 
 
+def png_bytes(image: PILImage.Image) -> bytes:
+    """``image`` encoded as PNG."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def run_length_encode(labels: np.ndarray) -> dict[str, Any]:
     """(H, W) labels -> {"values": [...], "counts": [...]}: runs over the row-major flattened map."""
     flat = labels.ravel()
@@ -69,9 +88,10 @@ def run_length_encode(labels: np.ndarray) -> dict[str, Any]:
             "counts": counts.tolist()}
 
 
-def check_header(data: bytes, max_pixels: int) -> None:
-    """Refuse bytes that are not an image, or an image over ``max_pixels``, from the header alone: cheap, and
-    nothing is decoded (a decompression bomb never reaches memory)."""
+def check_header(data: bytes, max_pixels: int) -> tuple[int, int]:
+    """The image's (height, width), or a refusal of bytes that are not an image or an image over
+    ``max_pixels``, from the header alone: cheap, and nothing is decoded (a decompression bomb never reaches
+    memory)."""
     if not data:
         raise ClientError(400, "empty upload: send an image file")
     limit = (f"the limit is {max_pixels} pixels (pixelwise serve --max-pixels, or a larger --max-request-mb, "
@@ -85,6 +105,20 @@ def check_header(data: bytes, max_pixels: int) -> None:
         raise ClientError(415, "not an image PIL can read (send PNG, JPEG, BMP, TIFF or WebP)") from error
     if width * height > max_pixels:
         raise ClientError(413, f"image has {width}x{height} = {width * height} pixels; {limit}")
+    return height, width
+
+
+def check_computed(height: int, width: int, segmenter: Segmenter, max_computed_pixels: int) -> None:
+    """Refuse an image on which the network would compute more than ``max_computed_pixels`` input pixels,
+    padding included (``pixelwise.infer.memory.layout_for``): a thin image runs windows of the model's
+    smallest input, many times its own area."""
+    layout = layout_for(height, width, segmenter)
+    if layout.computed_pixels > max_computed_pixels:
+        rows, columns = layout.window
+        raise ClientError(413, f"image of {width}x{height} pixels would have the network compute "
+                               f"{layout.computed_pixels} pixels ({layout.runs} windows of {columns}x{rows}, padding "
+                               f"included); the limit is {max_computed_pixels} (a larger pixelwise serve "
+                               "--max-request-mb or --max-pixels raises it)")
 
 
 def decode_image(data: bytes) -> np.ndarray:
@@ -106,12 +140,22 @@ async def read_body(request: Request, limit: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ClientError(413, f"request body of {declared} bytes exceeds the limit of {limit}")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ClientError(413, f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ClientError(413, f"request body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect as error:  # an everyday event, not a server fault: one line, no traceback
+        log.info("client %s left during its upload, after %d of %s bytes", client_address(request), size,
+                 declared or "unknown")
+        raise ClientError(499, "client disconnected during the upload") from error
     return b"".join(chunks)
+
+
+def client_address(request: Request) -> str:
+    """host:port of the request's client, as uvicorn's access log writes it."""
+    return f"{request.client.host}:{request.client.port}" if request.client else "unknown"
 
 
 async def image_bytes(request: Request, body: bytes, limit: int) -> bytes:
@@ -145,12 +189,13 @@ def create_app(
     """The FastAPI app serving ``segmenter`` with the given input limits.
 
     With a ``memory`` plan (``pixelwise.infer.memory.plan_memory``, what ``pixelwise serve`` makes) the
-    pixel and concurrency limits are the plan's, images too large to run whole run window by window, and
-    ``GET /v1/model`` reports the plan.
+    pixel and concurrency limits are the plan's, images too costly to run whole run window by window, an
+    image the network would compute more than ``max_computed_pixels`` for is refused, and ``GET /v1/model``
+    reports the plan.
     """
     if memory is not None:
         max_pixels, max_concurrent = memory.max_pixels, memory.max_concurrent
-        segmenter.whole_up_to = memory.whole_up_to
+        segmenter.whole_up_to, segmenter.grid_padding = memory.whole_up_to, memory.grid_padding
     app = FastAPI(title="pixelwise", summary="semantic segmentation")
     slots = InferenceSlots(max_concurrent, max_queue)
     page = resources.files("pixelwise.serve").joinpath("static/index.html").read_text()
@@ -198,31 +243,39 @@ def create_app(
             },
         }
 
-    @app.post("/v1/segment")
-    async def segment(request: Request, format: str = "png") -> Response:
-        if format not in ("png", "json"):
-            raise ClientError(400, f"format must be 'png' or 'json', got {format!r}")
+    async def checked_upload(request: Request) -> tuple[bytes, int, int]:
+        """The uploaded file's bytes and its image's (height, width), checked from the header."""
         body = await read_body(request, max_body_bytes)
         data = await image_bytes(request, body, max_body_bytes)
-        del body
-        check_header(data, max_pixels)
+        return (data, *check_header(data, max_pixels))
+
+    async def when_admitted(request: Request, work: Callable[[], T]) -> T | None:
+        """``work()`` in a worker thread once a slot is free; None when the client left while it waited."""
         # The body is read, so the next message can only be the client leaving; listening for it also lets
         # the server read the socket again (uvicorn pauses reading a large upload), which is how it learns.
         left = asyncio.ensure_future(request.receive())
         try:
             async with slots:
                 if left.done() and left.result().get("type") == "http.disconnect":
-                    # The client gave up while this request waited: spend the slot on someone who is still there.
-                    return Response(status_code=499)
+                    return None  # spend the slot on someone who is still there
                 # Decoded only now, in a worker thread: a queued request holds just its (bounded) upload, and
                 # the event loop stays free to notice clients that leave.
-                labels = await run_in_threadpool(lambda: segmenter.predict(decode_image(data)))
+                return await run_in_threadpool(work)
         finally:
             left.cancel()
+
+    @app.post("/v1/segment")
+    async def segment(request: Request, format: str = "png") -> Response:
+        if format not in ("png", "json"):
+            raise ClientError(400, f"format must be 'png' or 'json', got {format!r}")
+        data, height, width = await checked_upload(request)
+        if memory is not None:
+            check_computed(height, width, segmenter, memory.max_computed_pixels)
+        labels = await when_admitted(request, lambda: segmenter.predict(decode_image(data)))
+        if labels is None:
+            return Response(status_code=499)
         if format == "png":
-            buffer = io.BytesIO()
-            mask_image(labels, segmenter.palette).save(buffer, format="PNG")
-            return Response(buffer.getvalue(), media_type="image/png")
+            return Response(png_bytes(mask_image(labels, segmenter.palette)), media_type="image/png")
         areas = class_areas(labels, segmenter.num_classes)
         return JSONResponse({
             "width": int(labels.shape[1]),
@@ -233,6 +286,14 @@ def create_app(
             ],
             "mask": run_length_encode(labels),
         })
+
+    @app.post("/v1/preview")
+    async def preview(request: Request) -> Response:
+        data, _, _ = await checked_upload(request)
+        rendering = await when_admitted(request, lambda: png_bytes(PILImage.fromarray(to_uint8(decode_image(data)))))
+        if rendering is None:
+            return Response(status_code=499)
+        return Response(rendering, media_type="image/png")
 
     @app.get("/", response_class=HTMLResponse)
     async def index() -> str:
