@@ -302,3 +302,16 @@ def test_explain_never_replaces_a_folder_it_did_not_write(tmp_path, capsys):
     assert main(["explain", "aspp", "--out", str(tmp_path)]) == 2
     assert "holds aspp, which a topic would replace" in one_line_error(capsys, "explain")
     assert (mine / "notes.txt").read_text() == "my notes"
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_a_reduced_precision_segmenter_leaves_the_model_as_it_was_and_plans_memory(precision):
+    from pixelwise.infer import Segmenter
+    from pixelwise.infer.memory import plan_memory
+
+    model = create_model("unet", 3, base_channels=4, depth=2)
+    segmenter = Segmenter(model, precision=precision)
+    assert {str(parameter.dtype) for parameter in model.parameters()} == {"torch.float32"}
+    plan = plan_memory(segmenter, 256 << 20)  # what `pixelwise serve --precision` runs at start
+    assert plan.max_pixels > 0
+    assert segmenter.predict(np.zeros((30, 40, 3), np.uint8)).shape == (30, 40)

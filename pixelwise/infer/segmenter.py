@@ -18,6 +18,7 @@ the modes -> test-time augmentation -> softmax -> optional dense CRF -> argmax.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Mapping, Sequence
 
@@ -287,8 +288,10 @@ class TorchForward:
             side = model.input_size_for(64)  # a small input the model accepts, to trace the data flow
             example = torch.randn(1, model.card.in_channels, side, side)
             model = optimize_for_cpu(model, example, dtype, compile)
-        else:
-            model = model.to(dtype=dtype)
+        elif any(tensor.dtype != dtype or tensor.device != device for tensor in model.parameters()):
+            # Converted as a copy: the caller's model, which Segmenter.model keeps (memory planning runs it on
+            # float32 CPU tensors), stays in its own dtype and on its own device.
+            model = copy.deepcopy(model).to(device=device, dtype=dtype)
         self.model = model.to(self.device)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

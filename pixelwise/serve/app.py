@@ -34,7 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
-from pixelwise.data.base import pixels_of
+from pixelwise.data.base import image_header, read_pixels
 from pixelwise.infer.inputs import to_uint8
 from pixelwise.infer.memory import MemoryPlan, layout_for
 from pixelwise.infer.segmenter import Segmenter
@@ -97,12 +97,13 @@ def check_header(data: bytes, max_pixels: int) -> tuple[int, int]:
     limit = (f"the limit is {max_pixels} pixels (pixelwise serve --max-pixels, or a larger --max-request-mb, "
              "raises it)")
     try:
-        with PILImage.open(io.BytesIO(data)) as image:
-            width, height = image.size
+        (height, width), orientation = image_header(data)
     except PILImage.DecompressionBombError as error:
         raise ClientError(413, f"image too large: {error}; {limit}") from error
-    except (PILImage.UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise ClientError(415, "not an image PIL can read (send PNG, JPEG, BMP, TIFF or WebP)") from error
+    except Exception as error:  # Pillow and tifffile raise many types for what is no image they read
+        raise ClientError(415, "not an image pixelwise can read (send PNG, JPEG, BMP, TIFF or WebP)") from error
+    if orientation >= 5:  # EXIF orientations 5-8 turn the image a quarter: it runs with its sides swapped
+        height, width = width, height
     if width * height > max_pixels:
         raise ClientError(413, f"image has {width}x{height} = {width * height} pixels; {limit}")
     return height, width
@@ -122,15 +123,13 @@ def check_computed(height: int, width: int, segmenter: Segmenter, max_computed_p
 
 
 def decode_image(data: bytes) -> np.ndarray:
-    """Checked bytes -> the image's pixels at their true bit depth (``pixelwise.data.base.pixels_of``), or a
+    """Checked bytes -> the image's pixels at their true bit depth (``pixelwise.data.base.read_pixels``), or a
     ClientError saying what is wrong with them."""
     try:
-        with PILImage.open(io.BytesIO(data)) as image:
-            image.load()
-            return pixels_of(image, data)
+        return read_pixels(data)  # as the user sees it: turned by its EXIF orientation
     except ValueError as error:  # a valid file pixelwise does not read (signed or out-of-range values)
         raise ClientError(415, f"unsupported image: {error}") from error
-    except (OSError, SyntaxError) as error:
+    except Exception as error:  # Pillow, pypng and tifffile raise many types for damaged files
         raise ClientError(400, f"image cannot be decoded (truncated or corrupt): {error}") from error
 
 
