@@ -315,3 +315,12 @@ def test_a_reduced_precision_segmenter_leaves_the_model_as_it_was_and_plans_memo
     plan = plan_memory(segmenter, 256 << 20)  # what `pixelwise serve --precision` runs at start
     assert plan.max_pixels > 0
     assert segmenter.predict(np.zeros((30, 40, 3), np.uint8)).shape == (30, 40)
+
+
+def test_a_bad_argument_is_one_line_not_the_usage(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["serve", "--checkpoint", "run", "--port", "99999"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("pixelwise serve: error: argument --port: a TCP port is 0 to 65535, got 99999 "
+                   "(see pixelwise serve --help)"), err

@@ -231,3 +231,31 @@ def test_the_page_draws_a_tiff_upload(browser, tmp_path):
     assert sizes == [[64, 48], [64, 48]] and painted == 64 * 48
     rgba = np.asarray(drawn, np.uint8).reshape(48, 64, 4)
     np.testing.assert_array_equal(rgba[..., :3], pixels)  # the picture itself, not a blank canvas
+
+
+def test_uploads_in_flight_count_against_the_queue(quickstart_unet):
+    """Stalled uploads used to be buffered without limit (40 of 19 MiB took 760 MiB past a 40 MiB queue): now a
+    request is admitted before its body is read, so uploads past the queue get 503 at once."""
+    app = create_app(Segmenter(quickstart_unet), max_concurrent=1, max_queue=1)
+    with serve_in_thread(app) as url:
+        port = int(url.rsplit(":", 1)[1])
+        stalled = []
+        try:
+            for _ in range(2):  # one running place and one waiting place, both held by uploads that never end
+                connection = socket.create_connection(("127.0.0.1", port))
+                connection.sendall(b"POST /v1/segment HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                   b"Content-Type: image/png\r\nContent-Length: 1000000\r\n\r\n0123456789")
+                stalled.append(connection)
+            time.sleep(0.5)
+            refused = httpx.post(f"{url}/v1/segment", content=png(np.zeros((8, 8, 3), np.uint8)), timeout=10)
+            assert refused.status_code == 503 and refused.headers["retry-after"] == "1", refused.text
+        finally:
+            for connection in stalled:
+                connection.close()
+        deadline = time.monotonic() + 10  # the stalled uploads gone, their places are free again
+        while time.monotonic() < deadline:
+            answer = httpx.post(f"{url}/v1/segment", content=png(np.zeros((8, 8, 3), np.uint8)), timeout=10)
+            if answer.status_code == 200:
+                break
+            time.sleep(0.1)
+        assert answer.status_code == 200

@@ -151,6 +151,8 @@ def onnx_session(program: bytes | str | os.PathLike, threads: int | None = None)
     except ImportError as error:
         raise ImportError("the onnxruntime backend needs the onnxruntime package: pip install onnxruntime") from error
     options = onnxruntime.SessionOptions()
+    # onnxruntime's own log writes a coloured line to stderr before it raises; the raised error says the same.
+    options.log_severity_level = 4  # fatal only
     if threads:
         options.intra_op_num_threads = threads
     program = os.fspath(program) if isinstance(program, os.PathLike) else program

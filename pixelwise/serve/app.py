@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import warnings
 from collections.abc import Callable
 from importlib import resources
 from typing import Any, TypeVar
@@ -51,24 +52,24 @@ class ClientError(HTTPException):
 
 
 class InferenceSlots:
-    """At most ``running`` inferences at once and ``waiting`` in line; the rest are turned away.
+    """At most ``running`` inferences at once and ``waiting`` requests more, the rest turned away with 503.
 
-    Only touched from the event loop, so plain counters need no lock.
+    A request counts from the moment its upload starts (``with slots:``), not once it is read: an upload in
+    flight holds memory as a queued one does, so the queue bounds both. ``async with slots.running:`` then
+    waits for an inference slot. Only touched from the event loop, so a plain counter needs no lock.
     """
 
     def __init__(self, running: int, waiting: int) -> None:
         self.capacity = running + waiting
         self.admitted = 0
-        self.semaphore = asyncio.Semaphore(running)
+        self.running = asyncio.Semaphore(running)
 
-    async def __aenter__(self) -> None:
+    def __enter__(self) -> None:
         if self.admitted >= self.capacity:
             raise ClientError(503, "server busy: too many images in flight, retry shortly", {"Retry-After": "1"})
         self.admitted += 1
-        await self.semaphore.acquire()
 
-    async def __aexit__(self, *exc_info: Any) -> None:
-        self.semaphore.release()
+    def __exit__(self, *exc_info: Any) -> None:
         self.admitted -= 1
 
 
@@ -97,11 +98,15 @@ def check_header(data: bytes, max_pixels: int) -> tuple[int, int]:
     limit = (f"the limit is {max_pixels} pixels (pixelwise serve --max-pixels, or a larger --max-request-mb, "
              "raises it)")
     try:
-        (height, width), orientation = image_header(data)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)  # the limit below decides
+            (height, width), orientation = image_header(data)
     except PILImage.DecompressionBombError as error:
         raise ClientError(413, f"image too large: {error}; {limit}") from error
-    except Exception as error:  # Pillow and tifffile raise many types for what is no image they read
+    except PILImage.UnidentifiedImageError as error:
         raise ClientError(415, "not an image pixelwise can read (send PNG, JPEG, BMP, TIFF or WebP)") from error
+    except Exception as error:  # a known format whose header is cut off or damaged
+        raise ClientError(400, f"image cannot be decoded (truncated or corrupt): {error}") from error
     if orientation >= 5:  # EXIF orientations 5-8 turn the image a quarter: it runs with its sides swapped
         height, width = width, height
     if width * height > max_pixels:
@@ -254,7 +259,7 @@ def create_app(
         # the server read the socket again (uvicorn pauses reading a large upload), which is how it learns.
         left = asyncio.ensure_future(request.receive())
         try:
-            async with slots:
+            async with slots.running:
                 if left.done() and left.result().get("type") == "http.disconnect":
                     return None  # spend the slot on someone who is still there
                 # Decoded only now, in a worker thread: a queued request holds just its (bounded) upload, and
@@ -267,10 +272,11 @@ def create_app(
     async def segment(request: Request, format: str = "png") -> Response:
         if format not in ("png", "json"):
             raise ClientError(400, f"format must be 'png' or 'json', got {format!r}")
-        data, height, width = await checked_upload(request)
-        if memory is not None:
-            check_computed(height, width, segmenter, memory.max_computed_pixels)
-        labels = await when_admitted(request, lambda: segmenter.predict(decode_image(data)))
+        with slots:  # before the upload is read: uploads in flight count against the queue
+            data, height, width = await checked_upload(request)
+            if memory is not None:
+                check_computed(height, width, segmenter, memory.max_computed_pixels)
+            labels = await when_admitted(request, lambda: segmenter.predict(decode_image(data)))
         if labels is None:
             return Response(status_code=499)
         if format == "png":
@@ -288,8 +294,10 @@ def create_app(
 
     @app.post("/v1/preview")
     async def preview(request: Request) -> Response:
-        data, _, _ = await checked_upload(request)
-        rendering = await when_admitted(request, lambda: png_bytes(PILImage.fromarray(to_uint8(decode_image(data)))))
+        with slots:
+            data, _, _ = await checked_upload(request)
+            rendering = await when_admitted(request,
+                                            lambda: png_bytes(PILImage.fromarray(to_uint8(decode_image(data)))))
         if rendering is None:
             return Response(status_code=499)
         return Response(rendering, media_type="image/png")
