@@ -24,7 +24,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # The name cut short: a file name near the file system's limit (255 bytes) must still get its temporary.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:64]}.", suffix=".tmp")
     try:
         # mkstemp makes the file private (0600); give it the permissions any new file gets here.
         os.fchmod(fd, 0o666 & ~UMASK)
@@ -61,18 +62,32 @@ def check_output_dir(path: str | os.PathLike, option: str) -> Path:
 RUN_FILES = frozenset({"config.json", "model.safetensors", "config.yaml", "metrics.jsonl"})
 
 
-def check_output_file(path: str | os.PathLike, option: str) -> Path:
+def run_folder_of(path: Path) -> Path | None:
+    """The saved model or run folder ``path`` would be written into (its folder, or the run of a ``state/``
+    folder), or None."""
+    folder = path.resolve().parent
+    for candidate in (folder, folder.parent) if folder.name == "state" else (folder,):
+        if any((candidate / name).is_file() for name in RUN_FILES):
+            return candidate
+    return None
+
+
+def check_output_file(path: str | os.PathLike, option: str, kinds: tuple[str, ...] = ()) -> Path:
     """``path`` as a file that can be written (atomically), checked before any work starts: not a folder, in a
-    writable folder, and not a file of a saved model or run (its weights, card, config, metrics or state)."""
+    writable folder, not a file of a saved model or run (its weights, card, config, metrics, state or plots),
+    and, where a file already stands there, one of the ``kinds`` (suffixes) written: an export may replace an
+    older export, never an image, a mask or anything else of the user's."""
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{option} {path} is a folder; give a file name inside it")
     check_output_dir(path.parent, option)
-    folder = path.resolve().parent
-    run = folder.parent if folder.name == "state" else folder
-    if (path.name in RUN_FILES or folder.name == "state") and any((run / name).is_file() for name in RUN_FILES):
+    run = run_folder_of(path)
+    if run is not None and (path.name in RUN_FILES or path.exists() or path.resolve().parent != run):
         raise ValueError(f"{option} {path} would replace a file of the saved model or run in {run}; "
                          "give a file name of its own")
+    if path.exists() and path.suffix.lower() not in kinds:
+        raise ValueError(f"{option} {path} exists and is no {' or '.join(kinds) or 'output'} file: it would be "
+                         "replaced; give a file name of its own")
     return path
 
 

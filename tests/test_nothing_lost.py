@@ -324,3 +324,33 @@ def test_a_bad_argument_is_one_line_not_the_usage(capsys):
     err = capsys.readouterr().err.strip()
     assert err == ("pixelwise serve: error: argument --port: a TCP port is 0 to 65535, got 99999 "
                    "(see pixelwise serve --help)"), err
+
+
+def test_eval_json_and_export_never_replace_a_users_file_or_a_runs_plot(run, tmp_path, capsys):
+    mask = pictures(tmp_path / "data", ["0.png"])[0]
+    before = fingerprint(tmp_path / "data")
+    assert main(["eval", "--checkpoint", str(run), "--json", str(mask)]) == 2
+    assert "exists and is no .json file" in one_line_error(capsys, "eval")
+    assert main(["export", "--checkpoint", str(run), "--format", "onnx", "--out", str(mask)]) == 2
+    assert "exists and is no .onnx file" in one_line_error(capsys, "export")
+    assert fingerprint(tmp_path / "data") == before
+    plots = sorted(run.glob("*.png"))
+    assert plots, "the trained run has its plots"
+    run_before = fingerprint(run)
+    assert main(["eval", "--checkpoint", str(run), "--json", str(plots[0])]) == 2
+    assert "would replace a file of the saved model or run" in one_line_error(capsys, "eval")
+    image = pictures(tmp_path / "in", [plots[0].name])[0]
+    assert main(["predict", str(image), "--checkpoint", str(run), "--out", str(run), "--overwrite"]) == 2
+    assert "would replace files of the saved model or run" in one_line_error(capsys, "predict")
+    assert fingerprint(run) == run_before
+
+
+def test_odd_file_names_get_their_masks_and_stats_rows(run, tmp_path):
+    folder = tmp_path / "in"
+    names = [os.fsdecode(b"n\xff.png"), "x" * 250 + ".png"]
+    pictures(folder, names)
+    out = tmp_path / "out"
+    assert main(["predict", str(folder), "--checkpoint", str(run), "--out", str(out), "--stats"]) == 0
+    assert sorted(path.name for path in out.iterdir()) == sorted([*names, "stats.csv"])
+    rows = (out / "stats.csv").read_bytes().splitlines()
+    assert len(rows) == 3 and any(b"n\xff.png" in row for row in rows)

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from pixelwise.train.evaluate import evaluate_checkpoint, format_table
 
     if args.json is not None:
-        check_output_file(args.json, "--json")
+        check_output_file(args.json, "--json", (".json",))
     options = dict(parse_assignment(pair, "--option") for pair in args.option)
     try:
         scores, class_names = evaluate_checkpoint(args.checkpoint, args.data, args.split, args.batch_size,

@@ -22,10 +22,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pixelwise.checkpoint import load_model
     from pixelwise.fileio import check_output_file
-    from pixelwise.infer.export import ExportError, export_onnx, export_torchscript
+    from pixelwise.infer.export import EXPORT_SUFFIXES, ExportError, export_onnx, export_torchscript
     from pixelwise.infer.openvino import export_openvino
 
-    check_output_file(args.out, "--out")
+    check_output_file(args.out, "--out", EXPORT_SUFFIXES[args.format])
     model = load_model(args.checkpoint)
     exporter = {"onnx": export_onnx, "torchscript": export_torchscript, "openvino": export_openvino}[args.format]
     try:

@@ -29,6 +29,11 @@ ONNX_OPSET = 17
 TOLERANCE = 1e-3
 
 
+# The names a TorchScript file goes by (torch.jit.save writes any name; these are the customary ones).
+TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript")
+EXPORT_SUFFIXES = {"onnx": (".onnx",), "torchscript": TORCHSCRIPT_SUFFIXES, "openvino": (".xml",)}
+
+
 class ExportError(ValueError):
     """The model cannot be exported with dynamic sizes; the message says why."""
 
@@ -47,7 +52,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike | None = None, *, chec
     Raises ExportError when export fails or the program disagrees with the model at a second size.
     """
     if path is not None:
-        check_output_file(path, "path")
+        check_output_file(path, "path", (".onnx",))
     model = model.eval()
     trace_size, check_size = check_sizes(model)
     example = torch.randn(1, model.card.in_channels, *trace_size)
@@ -76,7 +81,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike | None = None, *, chec
 def export_torchscript(model: nn.Module, path: str | os.PathLike | None = None, *, check: bool = True):
     """The traced TorchScript module of ``model``, saved to ``path`` if given (load with torch.jit.load)."""
     if path is not None:
-        check_output_file(path, "path")
+        check_output_file(path, "path", TORCHSCRIPT_SUFFIXES)
     model = model.eval()
     trace_size, check_size = check_sizes(model)
     example = torch.randn(1, model.card.in_channels, *trace_size)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pixelwise.fileio import atomic_write
+from pixelwise.fileio import atomic_write, run_folder_of
 from pixelwise.infer.inputs import to_channels, to_pixels, to_uint8
 from pixelwise.infer.segmenter import Segmenter
 from pixelwise.infer.writers import class_areas, mask_image, overlay, save_png, with_legend, write_video
@@ -123,6 +123,10 @@ class FilePredictor:
             raise ValueError(f"--out {self.out}: the outputs {', '.join(over_inputs[:3])} would replace inputs of "
                              "the same name; write into another folder")
         existing = [output.name for output in outputs if output.exists()]
+        run = run_folder_of(self.out / "stats.csv")
+        if existing and run is not None:  # a run's plots are its own, --overwrite or not
+            raise ValueError(f"--out {self.out}: {', '.join(existing[:3])} would replace files of the saved model or "
+                             f"run in {run}; write into another folder")
         if existing and not self.overwrite:
             shown = ", ".join(existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
             raise ValueError(f"--out {self.out} already holds {shown} from an earlier run; pick another --out, "
@@ -181,14 +185,16 @@ class FilePredictor:
         if self.stats_path is None or not self.rows:
             return
         text = io.StringIO()
-        if not self.stats_path.exists():  # the first rows come with the header, in one atomic file
-            csv.writer(text).writerows([self.header, *self.rows])
-            with atomic_write(self.stats_path, "w") as handle:
-                handle.write(text.getvalue())
+        first = not self.stats_path.exists()  # the first rows come with the header, in one atomic file
+        csv.writer(text).writerows([self.header, *self.rows] if first else self.rows)
+        # A file name that is not UTF-8 keeps its own bytes, as the file system gave them.
+        data = text.getvalue().encode("utf-8", "surrogateescape")
+        if first:
+            with atomic_write(self.stats_path) as handle:
+                handle.write(data)
             return
-        csv.writer(text).writerows(self.rows)
         descriptor = os.open(self.stats_path, os.O_WRONLY | os.O_APPEND)
         try:
-            os.write(descriptor, text.getvalue().encode())
+            os.write(descriptor, data)
         finally:
             os.close(descriptor)

@@ -101,8 +101,8 @@ def export_openvino(model: nn.Module, path: str | os.PathLike, *, check: bool = 
     path = Path(path)
     if path.suffix != ".xml":
         raise ValueError(f"--out {path}: OpenVINO's IR is an .xml file (with a .bin beside it); name it *.xml")
-    check_output_file(path, "--out")
-    check_output_file(path.with_suffix(".bin"), "--out (its .bin)")
+    check_output_file(path, "--out", (".xml",))
+    check_output_file(path.with_suffix(".bin"), "--out (its .bin)", (".bin",))
     converted = openvino_model(model, check=check)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}.openvino-partial-") as folder:
