@@ -21,20 +21,16 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from test_hardening import TINY as HARDENING_TINY
 
 from pixelwise import create_model, save_model
 from pixelwise.cli import main
 from pixelwise.infer import export_onnx
 from pixelwise.train import config_from_dict, train
 
-TINY = {
-    "name": "tiny",
-    "model": {"name": "unet", "options": {"base_channels": 4, "depth": 2}},
-    "data": {"name": "synthetic", "options": {"num_images": 4, "image_size": 16}, "val_options": {"num_images": 2},
-             "scale_range": None, "hflip": False},
-    "train": {"steps": 2, "batch_size": 2, "checkpoint_every": 2, "progress": False, "threads": 1},
-    "eval": {"every": 2, "batch_size": 2, "plot_images": 0},
-}
+# The hardening probes' tiny recipe, one checkpoint and one evaluation in its two steps.
+TINY = {**HARDENING_TINY, "train": {**HARDENING_TINY["train"], "steps": 2},
+        "eval": {**HARDENING_TINY["eval"], "every": 2}}
 
 
 def tiny_config(**train_settings):
